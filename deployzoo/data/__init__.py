@@ -1,0 +1,1 @@
+"""Data set readers and writers: word images (LMDB, gt.txt folders, synthetic), ImageNet, Cityscapes."""

@@ -1,0 +1,102 @@
+"""Word recognition over any runner: images in, text and confidence out.
+
+The same object serves the Python API, ``deployzoo recognize`` and ``deployzoo eval``; a checkpoint and a
+built engine differ only in the runner they bring.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from deployzoo.errors import DeployzooError
+from deployzoo.models.crnn import output_length
+from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, pad_batch, preprocess
+from deployzoo.process.ctc import Decoded, Lexicon, greedy_decode
+from deployzoo.process.image import ImageLike, describe, load_image
+from deployzoo.process.text import ALPHABET
+
+
+class Recognizer:
+    """CRNN recogniser. ``rec(img)`` -> Decoded; ``rec([img, ...])`` -> list of Decoded.
+
+    Images may be paths, bytes, PIL images or numpy arrays. In a list, an unreadable image gives a Decoded with
+    ``error`` set and empty text; the other images are still read.
+    """
+
+    def __init__(self, runner, cfg: CrnnPreprocess = CrnnPreprocess(), alphabet: str = ALPHABET,
+                 lexicon: Lexicon | None = None, batch_size: int = 32, source: str = "") -> None:
+        self.runner = runner
+        self.cfg = cfg
+        self.alphabet = alphabet
+        self.lexicon = lexicon
+        self.batch_size = batch_size
+        self.source = source
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike | None = None, lexicon: str | os.PathLike | None = None,
+                        batch_size: int = 32, threads: int | None = None) -> "Recognizer":
+        from deployzoo.engines import EagerRunner
+        from deployzoo.specs import get_spec
+
+        model, meta = get_spec("crnn").load(checkpoint)
+        cfg = CrnnPreprocess.from_dict(meta.get("preprocess", {}))
+        lex = Lexicon.from_file(lexicon) if lexicon else None
+        return cls(EagerRunner(model, threads), cfg, meta.get("alphabet", ALPHABET), lex, batch_size,
+                   source=meta["checkpoint"])
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Decoded | list[Decoded]:
+        if isinstance(images, (list, tuple)):
+            return self.recognize(list(images))
+        return self.recognize([images], raise_errors=True)[0]
+
+    def recognize(self, images: list[ImageLike], raise_errors: bool = False) -> list[Decoded]:
+        out: list[Decoded | None] = [None] * len(images)
+        ready: list[tuple[int, np.ndarray]] = []
+        for i, item in enumerate(images):
+            try:
+                ready.append((i, self.prepare(item)))
+            except DeployzooError as e:
+                if raise_errors:
+                    raise
+                out[i] = Decoded("", 0.0, [], error=str(e))
+        for i, res in zip([i for i, _ in ready], self.infer([x for _, x in ready])):
+            out[i] = res
+        return out  # type: ignore[return-value]
+
+    def prepare(self, item: ImageLike, name: str | None = None) -> np.ndarray:
+        """One image -> float32 (1, 32, w), ready for ``infer``."""
+        return preprocess(load_image(item, "L", name=name or describe(item)), self.cfg)
+
+    def infer(self, xs: list[np.ndarray]) -> list[Decoded]:
+        """Pre-processed inputs (1, 32, w_i) -> Decoded, in input order. Batches group images of similar width."""
+        out: list[Decoded | None] = [None] * len(xs)
+        for chunk in batches_by_width(range(len(xs)), lambda i: xs[i].shape[-1], self.batch_size, pool_batches=1 << 30):
+            for i, d in zip(chunk, self.infer_batch([xs[i] for i in chunk])):
+                out[i] = d
+        return out  # type: ignore[return-value]
+
+    def infer_batch(self, xs: list[np.ndarray]) -> list[Decoded]:
+        """One batch: pad to a common width, run, decode only each image's own frames."""
+        x, widths = pad_batch(xs, self.cfg)
+        logits = self.runner(x)  # (T, B, C)
+        lengths = [min(output_length(int(w)), logits.shape[0]) for w in widths]
+        if self.lexicon is not None:
+            return self.lexicon.decode_batch(logits, lengths)
+        return greedy_decode(logits, lengths, self.alphabet)
+
+
+def load(model: str = "crnn", checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
+         **kwargs):
+    """Python API: ``deployzoo.load("crnn", checkpoint=...)`` returns a ready recogniser."""
+    from deployzoo.specs import get_spec
+
+    spec = get_spec(model)
+    if engine is not None:
+        raise DeployzooError(f"engine {Path(engine)}: engines are not supported yet")
+    if spec.task == "text":
+        return Recognizer.from_checkpoint(checkpoint, **kwargs)
+    raise DeployzooError(f"model '{model}': no Python API for task '{spec.task}' yet")

@@ -1,0 +1,1 @@
+"""Shipped checkpoints (installed as the package ``deployzoo.weights``) and their model cards."""
