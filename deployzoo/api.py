@@ -96,3 +96,31 @@ def convert(src: str, out: str, to: str | None = None, check_images: bool = True
     rep = convert_word_set(src, out, to=to, check_images=check_images)
     print(rep.summary())
     return 0
+
+
+def train(model: str, **cfg) -> int:
+    """``deployzoo train crnn [--flags of TrainConfig]``."""
+    from deployzoo.train import TrainConfig, Trainer
+
+    res = Trainer(TrainConfig(**cfg)).fit()
+    print(f"trained to step {res['step']} in {res['seconds'] / 60:.1f} min; best validation {res['best']:.4f}; "
+          f"checkpoints in {cfg.get('out')}")
+    return 0
+
+
+def synth(out: str, count: int, seed: int = 0, workers: int | None = None, shard_size: int | None = None) -> int:
+    """``deployzoo synth --out DIR --count N``: rendered words as LMDB shards the trainer and eval read."""
+    from deployzoo.data.synth import synth_to_lmdb
+
+    stats = synth_to_lmdb(out, count, seed=seed, workers=workers, shard_size=shard_size)
+    print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+    return 0
+
+
+def slim(src: str, out: str, half: bool = True) -> int:
+    """``deployzoo slim SRC --out DST``: shippable weights (fp16 meijieru state dict + metadata)."""
+    from deployzoo.train import slim_checkpoint
+
+    p = slim_checkpoint(src, out, half=half)
+    print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)")
+    return 0

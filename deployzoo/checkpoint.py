@@ -34,14 +34,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+        if "unsupported global" in str(e).lower() or "can only build" in str(e).lower():
             what = _unsafe_global(str(e))
             raise CheckpointError(
                 f"checkpoint {p}: holds Python objects that safe loading refuses ({what}); deployzoo loads only "
                 "tensors and plain containers. Re-save the state dict alone: "
                 "torch.save(torch.load(f, weights_only=False)['state_dict'], 'clean.pth') for a file you trust"
             ) from e
-        raise CheckpointError(f"checkpoint {p}: cannot be read, the file is truncated or corrupt ({_first_line(e)})") from e
+        raise CheckpointError(f"checkpoint {p}: cannot be read, the file is truncated or corrupt "
+                              f"(not a PyTorch checkpoint: {_pickle_reason(e)})") from e
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CheckpointError(f"checkpoint {p}: cannot be read, the file is truncated or corrupt ({_first_line(e)})") from e
     if not isinstance(obj, Mapping):
@@ -53,8 +54,14 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
+def _pickle_reason(e: BaseException) -> str:
+    m = re.search(r"WeightsUnpickler error: \s*(.+)", str(e))
+    return m.group(1).strip() if m else _first_line(e)
+
+
 def _unsafe_global(msg: str) -> str:
-    m = re.search(r"GLOBAL ([\w.]+)", msg) or re.search(r"Unsupported global: ([\w. ]+)", msg)
+    m = (re.search(r"GLOBAL ([\w.]+)", msg) or re.search(r"Unsupported global: ([\w. ]+)", msg)
+         or re.search(r"but got <class '([\w.]+)'>", msg))
     return m.group(1).strip() if m else "an unsupported global"
 
 
@@ -72,7 +79,8 @@ def _safe_globals() -> list:
             out.append(getattr(__import__(mod, fromlist=[attr]), attr))
         except (ImportError, AttributeError):
             pass
-    out += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "uint8", "bool")]
+    out += [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "int16", "int8",
+                                        "uint64", "uint32", "uint16", "uint8", "bool")]
     return out
 
 

@@ -42,7 +42,40 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--to", choices=["lmdb", "folder"], help="target layout (default: the other one)")
     c.add_argument("--no-check-images", dest="check_images", action="store_false",
                    help="copy image bytes without decoding them")
+    t = sub.add_parser("train", help="train CRNN (defaults from seed 003: Adam 1e-4, batch 32)")
+    t.add_argument("model", choices=["crnn"])
+    _dataclass_args(t, "deployzoo.train", "TrainConfig")
+
+    y = sub.add_parser("synth", help="render synthetic word images into LMDB shards")
+    y.add_argument("--out", required=True, help="new LMDB folder (or a folder of shards with --shard-size)")
+    y.add_argument("--count", type=int, required=True)
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--workers", type=int, help="render processes (default: all cores)")
+    y.add_argument("--shard-size", type=int, help="samples per LMDB shard")
+
+    w = sub.add_parser("slim", help="training checkpoint -> shippable fp16 weights with their metadata")
+    w.add_argument("src")
+    w.add_argument("--out", required=True)
+    w.add_argument("--fp32", dest="half", action="store_false", help="keep float32")
     return p
+
+
+def _dataclass_args(p: argparse.ArgumentParser, module: str, name: str) -> None:
+    """One flag per dataclass field (--field-name), typed from its default; bools get --x/--no-x."""
+    import dataclasses
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, list):
+            p.add_argument(flag, nargs="+", default=default, metavar="PATH")
+        else:
+            typ = type(default) if default is not None else str
+            p.add_argument(flag, type=typ, default=default, help=f"default: {default}")
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from deployzoo import api
     from deployzoo.errors import DeployzooError
 
-    commands = {"models": api.models, "recognize": api.recognize, "eval": api.evaluate, "convert": api.convert}
+    commands = {"models": api.models, "recognize": api.recognize, "eval": api.evaluate, "convert": api.convert,
+                "train": api.train, "synth": api.synth, "slim": api.slim}
     args = vars(make_parser().parse_args(argv))
     cmd = args.pop("cmd")
     try:

@@ -32,6 +32,21 @@ class RawSample:
     error: str | None = None  # set when the sample itself is broken (missing key, bad line)
 
 
+_ENVS: dict[tuple[int, str], lmdb.Environment] = {}
+
+
+def _open_env(path: Path) -> lmdb.Environment:
+    """One read-only environment per (process, path): LMDB forbids opening the same one twice in a process."""
+    key = (os.getpid(), str(path.resolve()))
+    if key not in _ENVS:
+        try:
+            _ENVS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                                   max_readers=64, subdir=path.is_dir())
+        except lmdb.Error as e:
+            raise DatasetError(f"LMDB {path}: cannot be opened, corrupt or not an LMDB ({e})") from None
+    return _ENVS[key]
+
+
 class LmdbWordSet:
     """Read-only deep-text-recognition-benchmark LMDB. ``len()`` is ``num-samples``."""
 
@@ -58,11 +73,7 @@ class LmdbWordSet:
 
     def _open(self) -> lmdb.Environment:
         if self._env is None or self._pid != os.getpid():
-            try:
-                self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
-                                      meminit=False, max_readers=64, subdir=self.path.is_dir())
-            except lmdb.Error as e:
-                raise DatasetError(f"LMDB {self.path}: cannot be opened, corrupt or not an LMDB ({e})") from None
+            self._env = _open_env(self.path)
             self._pid = os.getpid()
         return self._env
 

@@ -83,6 +83,33 @@ def ctc_log_prob(logp: np.ndarray, target: Sequence[int]) -> float:
     return float(np.logaddexp(a[-1], a[-2]) if S > 1 else a[-1])
 
 
+def ctc_log_probs(logp: np.ndarray, targets: Sequence[Sequence[int]]) -> np.ndarray:
+    """log P(target | X) for many targets at once (CTC forward vectorised over targets and states)."""
+    T = logp.shape[0]
+    N = len(targets)
+    S = 2 * max((len(t) for t in targets), default=0) + 1
+    ext = np.zeros((N, S), dtype=np.int64)  # blank-interleaved labels, padded with blanks
+    last = np.empty(N, dtype=np.int64)  # index of the final label state
+    for i, t in enumerate(targets):
+        ext[i, 1 : 2 * len(t) : 2] = t
+        last[i] = 2 * len(t)
+    skip = np.zeros((N, S), dtype=bool)  # s-2 -> s allowed: a label differing from the label before it
+    skip[:, 2:] = (ext[:, 2:] != BLANK) & (ext[:, 2:] != ext[:, :-2])
+    a = np.full((N, S), -np.inf)
+    a[:, 0] = logp[0, BLANK]
+    a[:, 1] = np.where(last > 0, logp[0, ext[:, 1]], -np.inf)
+    rows = np.arange(N)[:, None]
+    for t in range(1, T):
+        prev = a
+        a = prev.copy()
+        a[:, 1:] = np.logaddexp(a[:, 1:], prev[:, :-1])
+        a[:, 2:] = np.where(skip[:, 2:], np.logaddexp(a[:, 2:], prev[:, :-2]), a[:, 2:])
+        a = a + logp[t][ext]
+    end = a[rows[:, 0], last]
+    end_lab = np.where(last > 0, a[rows[:, 0], np.maximum(last - 1, 0)], -np.inf)
+    return np.logaddexp(end, end_lab)
+
+
 class Lexicon:
     """A word list searched by CTC probability: ``decode`` returns argmax_w P(w | X) over the lexicon.
 
@@ -142,7 +169,7 @@ class Lexicon:
         pb_par = np.concatenate([[0.0], np.cumsum(y_blank)])[None]  # (1, T+1)
         pnb_par = np.full((1, T + 1), -np.inf)
         alive = np.array([0])  # indices (into the previous level) of nodes still worth expanding
-        best_word, best = "", -np.inf
+        best_word, best = self._seed(logp)  # a tight lower bound from the words nearest the greedy reading
         for parent, cls_, last, wid in self._levels:
             keep = np.isin(parent, alive)
             if not keep.any():
@@ -163,7 +190,7 @@ class Lexicon:
             words = np.flatnonzero(wid >= 0)
             if len(words):
                 j = words[np.argmax(full[words])]
-                if full[j] > best:
+                if full[j] > best or (full[j] == best and self.words[int(wid[j])] < best_word):
                     best, best_word = float(full[j]), self.words[int(wid[j])]
             bound = np.logaddexp.reduce(start, axis=1)  # P(prefix is emitted): bounds every word below it
             ok = bound > best
@@ -172,6 +199,21 @@ class Lexicon:
             if not len(alive):
                 break
         return best_word, best
+
+    def _seed(self, logp: np.ndarray, k: int = 16) -> tuple[str, float]:
+        """Best of the ``k`` lexicon words closest (edit distance) to the greedy string, scored exactly."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+
+        best = logp.argmax(1)
+        greedy = "".join(self.alphabet[c - 1] for i, c in enumerate(best) if c != BLANK and (i == 0 or c != best[i - 1]))
+        cands = [w for w, _, _ in process.extract(greedy, self.words, scorer=Levenshtein.distance, limit=k)]
+        cands = [w for w in cands if 2 * len(w) + 1 <= 2 * logp.shape[0] + 1]
+        if not cands:
+            return "", -np.inf
+        scores = ctc_log_probs(logp, [[self.alphabet.index(c) + 1 for c in w] for w in cands])
+        j = int(np.argmax(scores))
+        return cands[j], float(scores[j])
 
     def decode_batch(self, logits: np.ndarray, lengths: Sequence[int] | None = None) -> list[Decoded]:
         """logits: (T, B, C) raw -> one Decoded per item; confidence is P(word | X) under CTC."""

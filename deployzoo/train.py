@@ -1,0 +1,431 @@
+"""CRNN trainer: CTC loss, Adam 1e-4 / batch 32 by default (seed 003), AMP and channels_last on GPU, DDP under
+torchrun, validation on held-out synthetic words and real sets, atomic best/last checkpoints, exact resume.
+
+Determinism: sample ``i`` of step ``s`` is a pure function of (seed, s, i), including its augmentation, so a run
+resumed from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from deployzoo.checkpoint import atomic_save, read_checkpoint
+from deployzoo.data.augment import augment_word
+from deployzoo.data.words import open_word_set
+from deployzoo.errors import DeployzooError, ImageError
+from deployzoo.models.crnn import crnn, output_length
+from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
+from deployzoo.process.image import load_image
+from deployzoo.process.text import ALPHABET, encode, normalize_label
+
+
+@dataclass
+class TrainConfig:
+    """Defaults follow seed 003 (Adam, lr 1e-4, batch 32); every field is a CLI flag."""
+
+    out: str = "runs/crnn"
+    train: list[str] = field(default_factory=list)  # LMDB / gt.txt folders; empty -> synthetic words on the fly
+    val: list[str] = field(default_factory=list)  # real sets for model selection only (never trained on)
+    val_synth: int = 2000  # held-out synthetic words (own seed) validated every val_every steps
+    steps: int = 100_000
+    batch_size: int = 32  # per process under DDP
+    optimizer: str = "adam"  # adam | adamw | adadelta | sgd
+    lr: float = 1e-4
+    schedule: str = "constant"  # constant | cosine | onecycle
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16
+    channels_last: bool = True  # CUDA only
+    keep_ratio: bool = False  # False: 100x32 as the seeds
+    max_width: int = 256
+    augment: float = 1.0  # augmentation strength; 0 turns it off
+    workers: int = -1  # DataLoader workers; -1 = all cores but one (at most 16)
+    seed: int = 0
+    synth_seed: int = 0
+    log_every: int = 50
+    val_every: int = 2000
+    ckpt_every: int = 1000
+    init: str | None = None  # start from these weights (not a resume)
+    resume: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+    def preprocess(self) -> CrnnPreprocess:
+        return CrnnPreprocess(keep_ratio=self.keep_ratio, max_width=self.max_width)
+
+
+# ------------------------------------------------------------------ data
+
+
+class WordImages(Dataset):
+    """(gray uint8, raw text) from LMDB / gt.txt sets, concatenated; unreadable items return (None, text)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.sets = [open_word_set(p) for p in paths]
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int):
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        s = self.sets[k][i - int(self.offsets[k])]
+        if s.error:
+            return None, s.label
+        try:
+            return load_image(s.data if s.data is not None else s.path, "L", name=s.key), s.label
+        except ImageError:
+            return None, s.label
+
+
+def synthetic_words(length: int, seed: int) -> Dataset:
+    from deployzoo.data.synth import SynthWordDataset
+
+    return SynthWordDataset(length, seed=seed)
+
+
+class Encoded(Dataset):
+    """Wraps an (image, text) dataset: augmentation (seeded by (seed, epoch, index)) + shared pre-processing."""
+
+    def __init__(self, base: Dataset, cfg: CrnnPreprocess, augment: float, seed: int, alphabet: str = ALPHABET):
+        self.base, self.cfg, self.augment, self.seed, self.alphabet = base, cfg, augment, seed, alphabet
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, draw = key  # draw: global sample counter, makes augmentation differ between epochs
+        gray, text = self.base[index]
+        label = normalize_label(text, self.alphabet)
+        if gray is None or not label:
+            return None
+        if self.augment > 0:
+            gray = augment_word(gray, np.random.default_rng((self.seed, draw)), self.augment)
+        x = preprocess(gray, self.cfg)
+        if len(label) > output_length(x.shape[-1]) // 2:  # CTC needs room for repeats and blanks
+            return None
+        return x, encode(label, self.alphabet), label
+
+
+class StepSampler(Sampler):
+    """Yields (index, draw) for steps ``start..steps``: batch ``s`` of rank ``r`` is fixed by (seed, s, r)."""
+
+    def __init__(self, n: int, batch: int, steps: int, start: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.steps, self.start, self.seed = n, batch, steps, start, seed
+        self.rank, self.world = rank, world
+        self._perm_epoch, self._perm = -1, np.arange(0)
+
+    def _perm_for(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.n)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def __iter__(self):
+        for s in range(self.start, self.steps):
+            for j in range(self.batch):
+                draw = (s * self.world + self.rank) * self.batch + j
+                epoch, pos = divmod(draw, self.n)
+                yield int(self._perm_for(epoch)[pos]), draw
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.batch
+
+
+def collate(items, cfg: CrnnPreprocess):
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    x, widths = pad_batch([it[0] for it in items], cfg)
+    targets = torch.tensor([k for it in items for k in it[1]], dtype=torch.long)
+    target_lengths = torch.tensor([len(it[1]) for it in items], dtype=torch.long)
+    input_lengths = torch.tensor([output_length(int(w)) for w in widths], dtype=torch.long)
+    return torch.from_numpy(x), targets, input_lengths, target_lengths
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+# ------------------------------------------------------------------ optimisation
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 0.01)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    raise DeployzooError(f"unknown optimizer {cfg.optimizer!r}: adam, adamw, adadelta or sgd")
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if cfg.schedule == "onecycle":  # linear decay to 0 after warm-up
+        return max(0.0, 1.0 - t)
+    raise DeployzooError(f"unknown schedule {cfg.schedule!r}: constant, cosine or onecycle")
+
+
+# ------------------------------------------------------------------ the run
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, train_set: Dataset | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if cfg.device == "auto":
+            self.device = torch.device(f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(cfg.device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if self.device.type == "cuda" else "none")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.pre = cfg.preprocess()
+        self.out = Path(cfg.out)
+        torch.manual_seed(cfg.seed)
+        self.model = crnn().to(self.device)
+        if cfg.init:
+            from deployzoo.models.crnn import load_crnn_checkpoint
+
+            load_crnn_checkpoint(self.model, cfg.init)
+        if cfg.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = make_optimizer(cfg, self.model.parameters())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.best = -1.0
+        self.base = train_set if train_set is not None else (
+            WordImages(cfg.train) if cfg.train else synthetic_words(10 ** 9, cfg.synth_seed))
+        if cfg.resume and (self.out / "last.pt").exists():
+            self._load_state(self.out / "last.pt")
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+
+    # -- checkpoints
+    def _meta(self) -> dict:
+        return {"model": "crnn", "preprocess": self.pre.to_dict(), "alphabet": ALPHABET, "step": self.step,
+                "train_config": asdict(self.cfg), "best_val": self.best}
+
+    def save(self, name: str, full: bool) -> Path:
+        obj = {"state_dict": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+               "deployzoo": self._meta()}
+        if full:
+            obj["train_state"] = {
+                "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+                "best": self.best, "torch_rng": torch.get_rng_state(),
+            }  # data randomness is per sample, from (seed, draw): no numpy/python RNG state to carry
+        return atomic_save(obj, self.out / name)
+
+    def _load_state(self, path: Path) -> None:
+        obj = read_checkpoint(path)
+        self.model.load_state_dict(obj["state_dict"])
+        st = obj.get("train_state")
+        if not st:
+            raise DeployzooError(f"checkpoint {path}: has no training state; use --init to start from its weights")
+        self.opt.load_state_dict(st["optimizer"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.step, self.best = int(st["step"]), float(st["best"])
+        torch.set_rng_state(st["torch_rng"])
+        self.log(f"resumed from {path} at step {self.step}")
+
+    # -- loop
+    def loader(self) -> DataLoader:
+        ds = Encoded(self.base, self.pre, self.cfg.augment, self.cfg.seed)
+        sampler = StepSampler(len(ds), self.cfg.batch_size, self.cfg.steps, self.step, self.cfg.seed,
+                              self.rank, self.world)
+        workers = self.cfg.workers if self.cfg.workers >= 0 else min(16, max(1, (os.cpu_count() or 2) - 1))
+        return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=lambda b: collate(b, self.pre), pin_memory=self.device.type == "cuda",
+                          worker_init_fn=_worker_init if workers else None,
+                          prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
+
+    def train_step(self, batch) -> float:
+        x, targets, in_lens, tgt_lens = batch
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.channels_last and self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
+        self.ddp.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            logits = self.ddp(x)  # (T, B, C)
+        logp = F.log_softmax(logits.float(), dim=2)
+        loss = F.ctc_loss(logp, targets.to(self.device), in_lens, tgt_lens, blank=0, reduction="mean",
+                          zero_infinity=True)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.step += 1
+        return float(loss.detach())
+
+    def validate(self) -> dict[str, float]:
+        from deployzoo.evaluation.words import evaluate_words
+        from deployzoo.recognizer import Recognizer
+
+        self.model.eval()
+        rec = Recognizer(_DeviceRunner(self.model, self.device, self.amp_dtype), self.pre, batch_size=256)
+        res: dict[str, float] = {}
+        if self.cfg.val_synth:
+            res["synth"] = self._val_synth(rec)
+        for p in self.cfg.val:
+            r = evaluate_words(rec, p, batch_size=256, workers=2, progress=False)
+            res[Path(p).name] = r.accuracy
+        self.model.train()
+        return res
+
+    def _val_synth(self, rec) -> float:
+        if not hasattr(self, "_synth_val"):
+            ds = synthetic_words(self.cfg.val_synth, self.cfg.synth_seed + 1_000_003)  # a seed training never uses
+            self._synth_val = [(preprocess(g, self.pre), normalize_label(t)) for g, t in
+                               (ds[i] for i in range(len(ds)))]
+        preds = rec.infer([x for x, _ in self._synth_val])
+        return float(np.mean([p.text == t for p, (_, t) in zip(preds, self._synth_val)]))
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        main = self.rank == 0
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(__import__("json").dumps(asdict(cfg), indent=2))
+        log_path = self.out / "log.csv"
+        fields = ["step", "loss", "lr", "img_per_s", "elapsed_s"]
+        t0 = time.perf_counter()
+        seen, losses, last_t = 0, [], time.perf_counter()
+        history: list[dict] = []
+        bar = _Bar(cfg.progress and main, cfg.steps, self.step)
+        tb = _tensorboard(self.out) if main else None
+        try:
+            for batch in self.loader():
+                if batch is None:
+                    continue
+                losses.append(self.train_step(batch))
+                seen += batch[0].shape[0] * self.world
+                bar.update(self.step, losses[-1])
+                if main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    now = time.perf_counter()
+                    row = {"step": self.step, "loss": round(float(np.mean(losses)), 5),
+                           "lr": self.opt.param_groups[0]["lr"], "img_per_s": round(seen / (now - last_t), 1),
+                           "elapsed_s": round(now - t0, 1)}
+                    _append_csv(log_path, row, fields)
+                    if tb:
+                        tb.add_scalar("train/loss", row["loss"], self.step)
+                        tb.add_scalar("train/img_per_s", row["img_per_s"], self.step)
+                    history.append(row)
+                    losses, seen, last_t = [], 0, now
+                if main and cfg.val_every and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                    val = self.validate()
+                    score = float(np.mean([v for k, v in val.items() if k != "synth"] or [val.get("synth", 0.0)]))
+                    msg = " ".join(f"{k}={v:.4f}" for k, v in val.items())
+                    self.log(f"step {self.step}: val {msg}" + (" (best)" if score > self.best else ""))
+                    _append_csv(self.out / "val.csv", {"step": self.step, **val}, ["step", *val])
+                    if tb:
+                        for k, v in val.items():
+                            tb.add_scalar(f"val/{k}", v, self.step)
+                    if score > self.best:
+                        self.best = score
+                        self.save("best.pt", full=False)
+                if main and (self.step % cfg.ckpt_every == 0 or self.step == cfg.steps):
+                    self.save("last.pt", full=True)
+                if self.step >= cfg.steps:
+                    break
+        finally:
+            bar.close()
+            if tb:
+                tb.close()
+        if main and not (self.out / "best.pt").exists():
+            self.save("best.pt", full=False)
+        return {"step": self.step, "best": self.best, "history": history,
+                "seconds": time.perf_counter() - t0}
+
+
+class _DeviceRunner:
+    """Runner for validation on the training device."""
+
+    name = "pytorch"
+
+    def __init__(self, model, device, amp_dtype) -> None:
+        self.model, self.device, self.amp_dtype = model, device, amp_dtype
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                                    enabled=self.amp_dtype is not None):
+            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+
+
+def _append_csv(path: Path, row: dict, fields: list[str]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+class _Bar:
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.p = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                              TimeRemainingColumn())
+            self.p.start()
+            self.task = self.p.add_task("train", total=total, completed=start, loss="-")
+
+    def update(self, step: int, loss: float) -> None:
+        if self.p:
+            self.p.update(self.task, completed=step, loss=f"{loss:.3f}")
+
+    def close(self) -> None:
+        if self.p:
+            self.p.stop()
+
+
+def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
+    """Training checkpoint -> shippable file: fp16 state dict in meijieru layout plus deployzoo metadata."""
+    obj = read_checkpoint(src)
+    sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
+    meta = {k: v for k, v in obj.get("deployzoo", {}).items() if k != "train_config"}
+    return atomic_save({"state_dict": sd, "deployzoo": meta}, dst)

@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import word_image
+
+import deployzoo
+from deployzoo.cli import main
+from deployzoo.data.words import convert_word_set
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("crnn", "volo_d2", "ocrnet_hr18"):
+        assert name in out
+
+
+def test_eval_end_to_end_counts_errors_and_dropped(word_folder, crnn_seeded_ckpt, tmp_path, capsys):
+    out_json = tmp_path / "e.json"
+    rc = main(["eval", "crnn", "--data", str(word_folder), "--checkpoint", str(crnn_seeded_ckpt),
+               "--batch-size", "4", "--json", str(out_json), "--workers", "0"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "top1 accuracy: " in out and "unreadable img/bad.png" in out
+    rep = json.loads(out_json.read_text())
+    # 9 lines: '!!' is emptied by normalisation -> dropped; the truncated and the empty image are errors (wrong)
+    assert rep["n"] == 8 and rep["dropped"] == 1 and rep["errors"] == 2
+    assert rep["accuracy"] == pytest.approx(rep["correct"] / rep["n"])
+    preds = {p["key"]: p for p in rep["predictions"]}
+    assert preds["img/2.png"]["label"] == "its" and preds["img/4.png"]["label"] == "ab"
+    assert not preds["img/bad.png"]["correct"] and "truncated or corrupt" in preds["img/bad.png"]["error"]
+    assert "empty" in preds["img/empty.jpg"]["error"]
+    # eval's predictions are exactly what the Python API reads from each image on its own
+    rec = deployzoo.load("crnn", checkpoint=crnn_seeded_ckpt)
+    for key in ("img/0.png", "img/3.png", "img/5.png"):
+        r = rec(word_folder / key)
+        assert preds[key]["pred"] == r.text
+        assert preds[key]["confidence"] == pytest.approx(r.confidence, abs=1e-5)
+        assert preds[key]["correct"] == (r.text == preds[key]["label"])
+
+
+def test_eval_several_sets_gives_count_weighted_total(word_folder, crnn_seeded_ckpt, tmp_path, capsys):
+    convert_word_set(word_folder, tmp_path / "db")
+    out_json = tmp_path / "e.json"
+    assert main(["eval", "crnn", "--data", str(word_folder), str(tmp_path / "db"), "--checkpoint",
+                 str(crnn_seeded_ckpt), "--json", str(out_json), "--workers", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "total (count-weighted)" in out
+    rep = json.loads(out_json.read_text())
+    assert [d["n"] for d in rep["datasets"]] == [8, 6]  # the LMDB lost the 2 unreadable images in conversion
+    assert rep["n"] == 14 and rep["correct"] == sum(d["correct"] for d in rep["datasets"])
+
+
+def test_eval_with_workers_matches_in_process(word_folder, crnn_seeded_ckpt, tmp_path):
+    res = []
+    for w in ("0", "2"):
+        p = tmp_path / f"{w}.json"
+        main(["eval", "crnn", "--data", str(word_folder), "--checkpoint", str(crnn_seeded_ckpt), "--workers", w,
+              "--json", str(p)])
+        res.append([(x["key"], x["pred"]) for x in json.loads(p.read_text())["predictions"]])
+    assert res[0] == res[1]
+
+
+def test_eval_lexicon_restricts_predictions(word_folder, crnn_seeded_ckpt, tmp_path):
+    (tmp_path / "lex.txt").write_text("hello\nworld\nzoo\n")
+    p = tmp_path / "e.json"
+    main(["eval", "crnn", "--data", str(word_folder), "--checkpoint", str(crnn_seeded_ckpt), "--lexicon",
+          str(tmp_path / "lex.txt"), "--json", str(p), "--workers", "0"])
+    preds = [x for x in json.loads(p.read_text())["predictions"] if "error" not in x]
+    assert preds and all(x["pred"] in {"hello", "world", "zoo"} for x in preds)
+
+
+def test_recognize_reports_bad_images_and_reads_the_rest(word_folder, crnn_seeded_ckpt, capsys):
+    imgs = [str(word_folder / "img" / "0.png"), str(word_folder / "img" / "bad.png"), str(word_folder / "img")]
+    assert main(["recognize", *imgs, "--checkpoint", str(crnn_seeded_ckpt), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [("error" in r) for r in rows] == [False, True, True]
+    assert "truncated or corrupt" in rows[1]["error"] and "directory" in rows[2]["error"]
+    assert 0.0 <= rows[0]["confidence"] <= 1.0
+
+
+def test_recognize_without_weights_says_what_to_do(capsys, monkeypatch):
+    import dataclasses
+
+    from deployzoo.specs import SPECS
+
+    monkeypatch.setitem(SPECS, "crnn", dataclasses.replace(SPECS["crnn"], default_checkpoint=lambda: None))
+    assert main(["recognize", "x.png"]) == 2
+    assert "needs --checkpoint FILE" in capsys.readouterr().err
+
+
+def test_python_api_accepts_paths_pil_arrays_and_lists(crnn_seeded_ckpt):
+    rec = deployzoo.load("crnn", checkpoint=crnn_seeded_ckpt)
+    img = word_image("hello")
+    a = rec(img)
+    assert isinstance(a.text, str) and 0 <= a.confidence <= 1
+    b = rec(np.asarray(img))
+    assert (a.text, a.confidence) == (b.text, b.confidence)
+    many = rec([img, np.zeros((0, 3), np.uint8), np.asarray(img)])
+    assert many[0].text == a.text and many[1].error and "0 pixels" in many[1].error and many[2].text == a.text
+
+
+def test_bad_checkpoint_and_data_exit_with_one_clear_line(tmp_path, capsys):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert main(["recognize", "x.png", "--checkpoint", str(tmp_path / "bad.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.pth" in err and "truncated or corrupt" in err
+    assert main(["eval", "crnn", "--data", str(tmp_path / "nope"), "--checkpoint", str(tmp_path / "bad.pth")]) == 2

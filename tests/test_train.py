@@ -1,0 +1,66 @@
+"""Trainer behaviour on CPU with tiny data: loss falls, exact resume, checkpoints usable by eval, overfitting."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import word_image
+
+import deployzoo
+from deployzoo.engines import EagerRunner
+from deployzoo.recognizer import Recognizer
+from deployzoo.train import TrainConfig, Trainer, slim_checkpoint
+
+# short words keep the images narrow (keep-ratio), so overfitting costs ~2x less CPU than 100-px crops
+WORDS = ["cat", "dog", "sun", "moon", "star", "road", "car", "bus", "stop", "exit", "open", "shop", "cafe", "bank",
+         "park", "zoo", "art", "bar", "taxi", "one", "two", "six", "ten", "42", "2024", "a1", "pub", "ok", "go", "no",
+         "map", "7up"]
+
+
+@pytest.fixture(scope="module")
+def words32():
+    return [(np.asarray(word_image(w)), w) for w in WORDS]
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "run"), batch_size=8, augment=0.5, workers=0, val_synth=0, val_every=0,
+                log_every=1, ckpt_every=10 ** 9, progress=False, keep_ratio=True, lr=1e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, words32):
+    straight = Trainer(_cfg(tmp_path / "a", steps=6), train_set=words32)
+    straight.fit()
+    first = Trainer(_cfg(tmp_path / "b", steps=3, ckpt_every=3), train_set=words32)
+    first.fit()  # "killed" after step 3: last.pt holds the state
+    resumed = Trainer(_cfg(tmp_path / "b", steps=6, resume=True), train_set=words32)
+    assert resumed.step == 3
+    resumed.fit()
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_checkpoints_load_in_eval_and_slim_to_fp16(tmp_path, words32):
+    tr = Trainer(_cfg(tmp_path, steps=2, ckpt_every=1), train_set=words32)
+    tr.fit()
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "log.csv", "config.json"}
+    assert not list(run.glob(".*tmp")), "a temporary checkpoint was left behind"
+    slim = slim_checkpoint(run / "last.pt", tmp_path / "ship.pt")
+    assert slim.stat().st_size < (run / "last.pt").stat().st_size / 2.5  # fp16, no optimizer state
+    rec = deployzoo.load("crnn", checkpoint=slim)
+    assert rec.cfg.keep_ratio is True, "pre-processing must travel with the weights"
+    img = np.asarray(word_image("cat"))
+    full = Recognizer(EagerRunner(tr.model.eval()), tr.pre)(img)
+    assert rec(img).text == full.text
+
+
+def test_crnn_overfits_32_words(tmp_path, words32):
+    """The whole pipeline (pre-processing, CTC targets, decoding) must be able to learn: 100 % on 32 words."""
+    tr = Trainer(_cfg(tmp_path, steps=300, batch_size=32, augment=0, lr=3e-3, log_every=25), train_set=words32)
+    hist = tr.fit()["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"] / 10, f"loss did not fall: {[h['loss'] for h in hist]}"
+    rec = Recognizer(EagerRunner(tr.model.eval()), tr.pre)
+    preds = rec.recognize([img for img, _ in words32])
+    acc = np.mean([p.text == w for p, (_, w) in zip(preds, words32)])
+    assert acc == 1.0, [(p.text, w) for p, (_, w) in zip(preds, words32) if p.text != w]
