@@ -26,19 +26,23 @@ def models() -> int:
     return 0
 
 
-def _recognizer(model: str, checkpoint, engine, lexicon, batch_size: int, threads: int | None):
-    from deployzoo.recognizer import load
+def _recognizer(model: str, checkpoint, engine, lexicon, batch_size: int, threads: int | None,
+                random_weights: bool = False):
+    from deployzoo.recognizer import Recognizer
 
     if get_spec(model).task != "text":
         raise DeployzooError(f"model '{model}' is not a word recogniser")
-    return load(model, checkpoint=checkpoint, engine=engine, lexicon=lexicon, batch_size=batch_size, threads=threads)
+    return Recognizer.from_weights(checkpoint, engine, random_weights, lexicon=lexicon, batch_size=batch_size,
+                                   threads=threads)
 
 
 def recognize(images: list[str], model: str = "crnn", checkpoint: str | None = None, engine: str | None = None,
               lexicon: str | None = None, batch_size: int = 32, threads: int | None = None,
-              json_out: bool = False) -> int:
+              json_out: bool = False, random_weights: bool = False) -> int:
     """``deployzoo recognize IMG...``: text and confidence per image; unreadable images are reported, not fatal."""
-    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads)
+    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights)
+    if rec.random_weights:
+        print("WARNING: random weights: the text below is meaningless", file=sys.stderr)
     results = rec.recognize(list(images))
     failed = 0
     rows = []
@@ -60,26 +64,58 @@ def recognize(images: list[str], model: str = "crnn", checkpoint: str | None = N
 
 
 def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine: str | None = None,
-             batch_size: int = 64, lexicon: str | None = None, workers: int | None = None,
-             threads: int | None = None, json_path: str | None = None, progress: bool = True) -> int:
-    """``deployzoo eval MODEL --data PATH [...]``: prints the benchmark table and the seeds' top1 line."""
+             random_weights: bool = False, batch_size: int | None = None, lexicon: str | None = None,
+             workers: int | None = None, threads: int | None = None, json_path: str | None = None,
+             progress: bool = True, limit: int | None = None, label_file: str | None = None, flip: bool = False,
+             scales: list[float] | None = None, out_dir: str | None = None) -> int:
+    """``deployzoo eval MODEL --data PATH [...]``: the seeds' accuracy report for any model and any weights."""
+    task = get_spec(model).task
+    tty = progress and sys.stderr.isatty()
+    if task == "text":
+        return _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size or 64, lexicon, workers,
+                               threads, json_path, tty)
+    from deployzoo.evaluation.report import write_json
+    from deployzoo.vision import load_runner, weights_source
+
+    if len(data) != 1:
+        raise DeployzooError(f"eval {model}: give one --data folder (got {len(data)})")
+    runner, meta = load_runner(model, checkpoint, random_weights, threads, engine)
+    common = dict(workers=workers, progress=tty, limit=limit, model=model, source=weights_source(meta),
+                  random_weights=meta["random_weights"])
+    if task == "classification":
+        from deployzoo.evaluation import classification as mod
+
+        res = mod.evaluate_imagenet(runner, data[0], batch_size=batch_size or 32, label_file=label_file, **common)
+    else:
+        from deployzoo.evaluation import segmentation as mod
+
+        res = mod.evaluate_cityscapes(runner, data[0], flip=flip, scales=tuple(scales or (1.0,)),
+                                      batch_size=batch_size or 1, out_dir=out_dir, **common)
+    print(mod.format_report(res))
+    if json_path:
+        write_json(res.to_json(), json_path)
+        print(f"wrote {json_path}")
+    return 0
+
+
+def _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size, lexicon, workers, threads,
+                    json_path, progress) -> int:
     from deployzoo.evaluation.report import write_json
     from deployzoo.evaluation.words import evaluate_words, format_report
 
-    spec = get_spec(model)
-    if spec.task != "text":
-        raise DeployzooError(f"eval for '{model}' ({spec.task}) is not available yet")
-    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads)
-    results = [evaluate_words(rec, d, batch_size=batch_size, workers=workers, progress=progress and sys.stderr.isatty(),
-                              model=model) for d in data]
+    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights)
+    results = [evaluate_words(rec, d, batch_size=batch_size, workers=workers, progress=progress, model=model)
+               for d in data]
     print(f"model: {model}  weights: {rec.source}  batch: {batch_size}  lexicon: {lexicon or 'none'}")
+    if rec.random_weights:
+        print("WARNING: random weights: these accuracies are meaningless")
     print(format_report(results))
     if json_path:
         n = sum(r.n for r in results)
         correct = sum(r.correct for r in results)
         preds = [{"data": r.data, **p} for r in results for p in r.predictions]
-        rec_json = {"model": model, "weights": rec.source, "lexicon": lexicon, "batch_size": batch_size,
-                    "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+        rec_json = {"model": model, "weights": rec.source, "random_weights": rec.random_weights, "lexicon": lexicon,
+                    "batch_size": batch_size, "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
                     "mean_1_ned": sum(r.mean_1_ned * r.n for r in results) / n if n else 0.0,
                     "dropped": sum(r.dropped for r in results), "errors": sum(r.errors for r in results),
                     "datasets": [{k: v for k, v in r.to_json().items() if k != "predictions"} for r in results],
@@ -123,4 +159,59 @@ def slim(src: str, out: str, half: bool = True) -> int:
 
     p = slim_checkpoint(src, out, half=half)
     print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def export(model: str, out: str, checkpoint: str | None = None, random_weights: bool = False, opset: int = 17,
+           data: str | None = None, shape_mutable: bool = True, batch_size: int | None = None) -> int:
+    """``deployzoo export MODEL --out PATH``: ONNX plus the parity table against PyTorch."""
+    from deployzoo.export import export_onnx
+
+    rep = export_onnx(model, out, checkpoint, random_weights=random_weights, opset=opset, data=data,
+                      shape_mutable=shape_mutable, batch_size=batch_size)
+    print(f"wrote {rep.onnx} (opset {rep.opset}, {rep.seconds:.1f} s); max |onnx - torch| = {rep.max_abs_diff:.3g}")
+    print(rep.table())
+    return 0
+
+
+def build(model: str, precision: str, out: str, backend: str = "onnxruntime", checkpoint: str | None = None,
+          random_weights: bool = False, calib_data: str | None = None, calib_count: int = 256,
+          shape_mutable: bool = True, batch_size: int | None = None, threads: int | None = None) -> int:
+    """``deployzoo build MODEL --precision P --out DIR``: a verified, self-describing engine directory."""
+    from deployzoo.engines.build import build_engine
+
+    path = build_engine(model, precision, backend, checkpoint=checkpoint, calib_data=calib_data,
+                        calib_count=calib_count, shape_mutable=shape_mutable, batch_size=batch_size, out=out,
+                        random_weights=random_weights, threads=threads, progress=sys.stderr.isatty())
+    print(f"Generate model done, model save to {path}")
+    return 0
+
+
+def bench(target: str, batch_size: list[int], threads: list[int] | None = None, iterations: int | None = None,
+          duration: float | None = None, warmup: int = 5, e2e_data: str | None = None, checkpoint: str | None = None,
+          random_weights: bool = False, json_path: str | None = None) -> int:
+    """``deployzoo bench ENGINE_DIR|MODEL``: latency percentiles, throughput, peak RSS; sweeps print one table."""
+    from deployzoo.bench import benchmark
+
+    if iterations is None and duration is None:
+        iterations = 100
+    benchmark(target, batch_size=batch_size, threads=threads, iterations=iterations, duration=duration,
+              warmup=warmup, e2e_data=e2e_data, checkpoint=checkpoint, random_weights=random_weights,
+              json_path=json_path, progress=sys.stderr.isatty(), print_table=True)
+    return 0
+
+
+def run(model: str, out: str = "runs/flow", checkpoint: str | None = None, random_weights: bool = False,
+        data: str | None = None, calib_data: str | None = None, precisions: list[str] | None = None,
+        backends: list[str] | None = None, batch_size: int = 64, threads: int = 2, count: int = 500,
+        limit: int | None = None) -> int:
+    """``deployzoo run MODEL``: the seeds' one-click run.sh."""
+    from deployzoo.run import run_flow
+
+    rep = run_flow(model, out, checkpoint, data, random_weights, precisions, backends, batch_size, threads, count,
+                   calib_data=calib_data, limit=limit)
+    print()
+    print(f"weights: {rep.weights}\ndata: {rep.data}\nmachine: {rep.machine}, {rep.threads} threads")
+    print(rep.table())
+    print(f"report: {Path(out) / 'report.md'}")
     return 0

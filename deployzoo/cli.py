@@ -29,8 +29,13 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", nargs="+", required=True, action="extend", metavar="PATH",
                    help="LMDB or gt.txt folder; several give one table with a count-weighted total")
     _weights_args(e)
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--lexicon", help="word list for lexicon-constrained decoding")
+    e.add_argument("--batch-size", type=int, help="default: 64 words, 32 ImageNet images, 1 Cityscapes frame")
+    e.add_argument("--lexicon", help="word list for lexicon-constrained decoding (crnn)")
+    e.add_argument("--limit", type=int, help="evaluate only the first N images (volo_d2, ocrnet_hr18)")
+    e.add_argument("--label-file", help="ImageNet: lines 'FILE LABEL' instead of class folders")
+    e.add_argument("--flip", action="store_true", help="Cityscapes: add horizontally flipped inference")
+    e.add_argument("--scales", type=float, nargs="+", help="Cityscapes: multi-scale ratios, e.g. 0.5 1.0 1.5")
+    e.add_argument("--out-dir", help="Cityscapes: save predicted train-id maps here")
     e.add_argument("--workers", type=int, help="image-decoding worker processes (default: up to 4)")
     e.add_argument("--threads", type=int, help="intra-op threads for inference")
     e.add_argument("--json", dest="json_path", metavar="OUT", help="write metrics and per-sample predictions")
@@ -42,6 +47,54 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--to", choices=["lmdb", "folder"], help="target layout (default: the other one)")
     c.add_argument("--no-check-images", dest="check_images", action="store_false",
                    help="copy image bytes without decoding them")
+    x = sub.add_parser("export", help="PyTorch -> ONNX (opset 17, dynamic batch/width), checked against PyTorch")
+    x.add_argument("model")
+    _weights_args(x, engine=False)
+    x.add_argument("--out", required=True, help="output .onnx file or directory")
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--data", help="real images for the parity check (a word set for crnn)")
+    x.add_argument("--shape-mutable", type=_bool, default=True, help="dynamic batch (and width for crnn)")
+    x.add_argument("--batch-size", type=int, help="fixed batch when --shape-mutable false")
+
+    b = sub.add_parser("build", help="build an engine at a precision (as gen_model)")
+    b.add_argument("model")
+    b.add_argument("--precision", required=True,
+                   help="force_float32 | force_float16 | qint8_mixed_float16 (aliases fp32, fp16, int8; bf16)")
+    b.add_argument("--backend", default="onnxruntime", help="onnxruntime | openvino | aoti (NVIDIA GPU)")
+    _weights_args(b, engine=False)
+    b.add_argument("--calib-data", help="real images for int8 calibration (never the test split)")
+    b.add_argument("--calib-count", type=int, default=256)
+    b.add_argument("--shape-mutable", type=_bool, default=True)
+    b.add_argument("--batch-size", type=int, help="fixed batch when --shape-mutable false")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--out", required=True, help="engine directory to create")
+
+    n = sub.add_parser("bench", help="latency/throughput of an engine dir or a PyTorch model (as mm_run/ais_bench)")
+    n.add_argument("target", help="engine directory or model name")
+    n.add_argument("--batch-size", type=int, nargs="+", default=[1], help="one or more (sweep)")
+    n.add_argument("--threads", type=int, nargs="+", help="one or more (sweep)")
+    g = n.add_mutually_exclusive_group()
+    g.add_argument("--iterations", type=int)
+    g.add_argument("--duration", type=float, help="seconds per configuration")
+    n.add_argument("--warmup", type=int, default=5)
+    n.add_argument("--e2e-data", help="also time decode + pre-process + infer + post-process on these images")
+    n.add_argument("--checkpoint", help="weights when TARGET is a model name")
+    n.add_argument("--random-weights", action="store_true")
+    n.add_argument("--json", dest="json_path", metavar="OUT")
+
+    u = sub.add_parser("run", help="one-click flow: export, build all precisions, accuracy and speed table")
+    u.add_argument("model")
+    _weights_args(u, engine=False)
+    u.add_argument("--out", default="runs/flow")
+    u.add_argument("--data", help="evaluation set (crnn: default renders held-out synthetic words)")
+    u.add_argument("--calib-data", help="int8 calibration images (crnn: default renders its own)")
+    u.add_argument("--precisions", nargs="+")
+    u.add_argument("--backends", nargs="+")
+    u.add_argument("--batch-size", type=int, default=64)
+    u.add_argument("--threads", type=int, default=2)
+    u.add_argument("--count", type=int, default=500, help="synthetic test words to render (crnn)")
+    u.add_argument("--limit", type=int, help="evaluate only the first N images")
+
     t = sub.add_parser("train", help="train CRNN (defaults from seed 003: Adam 1e-4, batch 32)")
     t.add_argument("model", choices=["crnn"])
     _dataclass_args(t, "deployzoo.train", "TrainConfig")
@@ -78,10 +131,21 @@ def _dataclass_args(p: argparse.ArgumentParser, module: str, name: str) -> None:
             p.add_argument(flag, type=typ, default=default, help=f"default: {default}")
 
 
-def _weights_args(p: argparse.ArgumentParser) -> None:
+def _bool(s: str) -> bool:
+    if s.lower() in ("true", "1", "yes"):
+        return True
+    if s.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+
+
+def _weights_args(p: argparse.ArgumentParser, engine: bool = True) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--checkpoint", metavar="FILE", help="PyTorch checkpoint (default: the shipped weights)")
-    g.add_argument("--engine", metavar="DIR", help="engine directory made by `deployzoo build`")
+    g.add_argument("--checkpoint", metavar="FILE", help="PyTorch checkpoint (crnn default: the shipped weights)")
+    if engine:
+        g.add_argument("--engine", metavar="DIR", help="engine directory made by `deployzoo build`")
+    g.add_argument("--random-weights", action="store_true",
+                   help="seeded random weights, for smoke tests only: every output says so")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     from deployzoo.errors import DeployzooError
 
     commands = {"models": api.models, "recognize": api.recognize, "eval": api.evaluate, "convert": api.convert,
-                "train": api.train, "synth": api.synth, "slim": api.slim}
+                "train": api.train, "synth": api.synth, "slim": api.slim, "export": api.export,
+                "build": api.build, "bench": api.bench, "run": api.run}
     args = vars(make_parser().parse_args(argv))
     cmd = args.pop("cmd")
     try:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
-
 import numpy as np
 
 from deployzoo.errors import DeployzooError
@@ -37,16 +35,20 @@ class Recognizer:
         self.source = source
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike | None = None, lexicon: str | os.PathLike | None = None,
-                        batch_size: int = 32, threads: int | None = None) -> "Recognizer":
-        from deployzoo.engines import EagerRunner
-        from deployzoo.specs import get_spec
+    def from_weights(cls, checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
+                     random_weights: bool = False, lexicon: str | os.PathLike | None = None, batch_size: int = 32,
+                     threads: int | None = None) -> "Recognizer":
+        """From a checkpoint (default: the shipped weights), an engine dir, or explicit random weights."""
+        from deployzoo.engines import resolve_runner
 
-        model, meta = get_spec("crnn").load(checkpoint)
-        cfg = CrnnPreprocess.from_dict(meta.get("preprocess", {}))
+        runner, meta = resolve_runner("crnn", checkpoint, engine, random_weights, threads)
+        cfg = CrnnPreprocess.from_dict(meta.get("preprocess") or {})
         lex = Lexicon.from_file(lexicon) if lexicon else None
-        return cls(EagerRunner(model, threads), cfg, meta.get("alphabet", ALPHABET), lex, batch_size,
-                   source=meta["checkpoint"])
+        rec = cls(runner, cfg, meta.get("alphabet") or ALPHABET, lex, batch_size, source=meta["source"])
+        rec.random_weights = meta["random_weights"]
+        return rec
+
+    from_checkpoint = from_weights
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Decoded | list[Decoded]:
         if isinstance(images, (list, tuple)):
@@ -90,13 +92,16 @@ class Recognizer:
 
 
 def load(model: str = "crnn", checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
-         **kwargs):
-    """Python API: ``deployzoo.load("crnn", checkpoint=...)`` returns a ready recogniser."""
+         random_weights: bool = False, **kwargs):
+    """Python API: a ready predictor. ``crnn`` -> Recognizer, ``volo_d2`` -> Classifier, ``ocrnet_hr18`` -> Segmenter.
+
+    Weights: ``checkpoint`` (CRNN defaults to the shipped weights), ``engine`` (a dir made by ``deployzoo build``),
+    or ``random_weights=True`` explicitly.
+    """
     from deployzoo.specs import get_spec
 
-    spec = get_spec(model)
-    if engine is not None:
-        raise DeployzooError(f"engine {Path(engine)}: engines are not supported yet")
-    if spec.task == "text":
-        return Recognizer.from_checkpoint(checkpoint, **kwargs)
-    raise DeployzooError(f"model '{model}': no Python API for task '{spec.task}' yet")
+    if get_spec(model).task == "text":
+        return Recognizer.from_weights(checkpoint, engine, random_weights, **kwargs)
+    from deployzoo.vision import from_checkpoint
+
+    return from_checkpoint(model, checkpoint, random_weights, engine=engine, **kwargs)

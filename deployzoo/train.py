@@ -122,8 +122,10 @@ class Encoded(Dataset):
 class StepSampler(Sampler):
     """Yields (index, draw) for steps ``start..steps``: batch ``s`` of rank ``r`` is fixed by (seed, s, r)."""
 
-    def __init__(self, n: int, batch: int, steps: int, start: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch: int, steps: int, start: int, seed: int, rank: int = 0, world: int = 1,
+                 shuffle: bool = True):
         self.n, self.batch, self.steps, self.start, self.seed = n, batch, steps, start, seed
+        self.shuffle = shuffle  # False for synthetic words: every index is already a fresh random sample
         self.rank, self.world = rank, world
         self._perm_epoch, self._perm = -1, np.arange(0)
 
@@ -138,7 +140,7 @@ class StepSampler(Sampler):
             for j in range(self.batch):
                 draw = (s * self.world + self.rank) * self.batch + j
                 epoch, pos = divmod(draw, self.n)
-                yield int(self._perm_for(epoch)[pos]), draw
+                yield (int(self._perm_for(epoch)[pos]) if self.shuffle else pos), draw
 
     def __len__(self) -> int:
         return (self.steps - self.start) * self.batch
@@ -156,10 +158,7 @@ def collate(items, cfg: CrnnPreprocess):
 
 
 def _worker_init(_: int) -> None:
-    import cv2
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    torch.set_num_threads(1)  # not cv2.setNumThreads: it can hang in a worker forked after the parent used cv2
 
 
 # ------------------------------------------------------------------ optimisation
@@ -225,6 +224,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.best = -1.0
+        self.synthetic = train_set is None and not cfg.train
         self.base = train_set if train_set is not None else (
             WordImages(cfg.train) if cfg.train else synthetic_words(10 ** 9, cfg.synth_seed))
         if cfg.resume and (self.out / "last.pt").exists():
@@ -262,7 +262,7 @@ class Trainer:
     def loader(self) -> DataLoader:
         ds = Encoded(self.base, self.pre, self.cfg.augment, self.cfg.seed)
         sampler = StepSampler(len(ds), self.cfg.batch_size, self.cfg.steps, self.step, self.cfg.seed,
-                              self.rank, self.world)
+                              self.rank, self.world, shuffle=not self.synthetic)
         workers = self.cfg.workers if self.cfg.workers >= 0 else min(16, max(1, (os.cpu_count() or 2) - 1))
         return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
                           collate_fn=lambda b: collate(b, self.pre), pin_memory=self.device.type == "cuda",

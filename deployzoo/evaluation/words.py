@@ -70,11 +70,9 @@ def _iter_items(ds, rec: Recognizer, workers: int, chunk: int) -> Iterator[_Item
 
 
 def _worker_init(_: int) -> None:
-    import cv2
     import torch
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    torch.set_num_threads(1)  # not cv2.setNumThreads: it can hang in a worker forked after the parent used cv2
 
 
 @dataclass

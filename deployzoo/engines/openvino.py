@@ -1,0 +1,204 @@
+"""OpenVINO backend (CPU). Optional: ``pip install deployzoo[openvino]`` (openvino + nncf).
+
+- force_float32: IR with f32 weights, compiled with ``INFERENCE_PRECISION_HINT=f32``. The hint is always set:
+  on CPUs with AMX/avx512_bf16 OpenVINO's *default* is bf16, so an unset hint would silently run bf16.
+- force_float16 / force_bfloat16: ``INFERENCE_PRECISION_HINT=f16`` / ``bf16`` (f16 IR weights for f16). Built only
+  when the CPU reports the capability (``OPTIMIZATION_CAPABILITIES`` has FP16 / BF16, i.e. avx512_fp16 or AMX-FP16 /
+  avx512_bf16 or AMX-BF16); otherwise the build is refused, because OpenVINO would quietly run f32. What each layer
+  really runs in (``runtimePrecision`` of the compiled model) is recorded in the manifest: layers without a
+  half-precision kernel stay f32 (e.g. the LSTM under f16 on OpenVINO 2026).
+- qint8_mixed_float16: NNCF post-training quantisation (``nncf.quantize``) calibrated on real images through the
+  inference pre-processing; the layers kept in float (``ignored_scope``) and the preset are chosen by measured
+  sensitivity on held-out images (``choose_float_nodes``), as for ONNX Runtime. The float parts run with the
+  ``float_precision`` option (default f32; f16 or bf16 make it really "mixed float16/bfloat16").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from deployzoo.errors import EngineError
+
+ENTRY = "model.xml"
+HINTS = {"force_float32": "f32", "force_float16": "f16", "force_bfloat16": "bf16"}
+CAPABILITY = {"f16": "FP16", "bf16": "BF16"}
+HEAVY = ("Convolution", "FullyConnected", "RNNSeq", "RNNCell", "MatMul", "Deconvolution", "GroupConvolution")
+QUANT_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul", "LSTMSequence",
+               "GRUSequence")
+PRESETS = ("performance", "mixed")
+INSTALL = "pip install deployzoo[openvino]  (or: pip install openvino nncf)"
+
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EngineError(f"the openvino backend is not installed: {INSTALL}") from None
+    return ov
+
+
+def _nncf():
+    try:
+        import nncf
+    except ImportError:
+        raise EngineError(f"int8 with the openvino backend needs NNCF: {INSTALL}") from None
+    nncf.set_log_level(logging.ERROR)
+    return nncf
+
+
+def capabilities() -> list[str]:
+    """OpenVINO's CPU OPTIMIZATION_CAPABILITIES on this machine (FP32, FP16, BF16, INT8, ...)."""
+    return list(_ov().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def _require_hint(hint: str, where: str) -> None:
+    caps = capabilities()
+    if hint in CAPABILITY and CAPABILITY[hint] not in caps:
+        raise EngineError(
+            f"{where}: this CPU has no native {hint} support in OpenVINO (OPTIMIZATION_CAPABILITIES: {', '.join(caps)}); "
+            f"with INFERENCE_PRECISION_HINT={hint} OpenVINO would quietly compute in f32. Build fp32 or int8 instead "
+            f"({hint} needs {'avx512_fp16 or AMX-FP16' if hint == 'f16' else 'avx512_bf16 or AMX-BF16'})")
+
+
+def runtime_precisions(compiled) -> dict[str, dict[str, int]]:
+    """{layer type: {runtime precision: count}} of the heavy layers of a compiled model, as the CPU plugin runs it."""
+    cnt: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if layer in HEAVY:
+            prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+            cnt[(layer, prec)] += 1
+    out: dict[str, dict[str, int]] = {}
+    for (layer, prec), n in sorted(cnt.items()):
+        out.setdefault(layer, {})[prec] = n
+    return out
+
+
+class OvRunner:
+    """(B, C, H, W) float32 -> first output, one compiled model and one infer request."""
+
+    name = "openvino"
+
+    def __init__(self, model, config: dict, threads: int | None = None) -> None:
+        ov = _ov()
+        cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **config}
+        if threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU", cfg)
+        self.request = self.compiled.create_infer_request()
+        self.threads = threads
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        res = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.array(res[self.compiled.output(0)], dtype=np.float32, copy=True)  # the request reuses its buffers
+
+
+def load(path: Path, manifest: dict, threads: int | None = None) -> OvRunner:
+    opts = manifest.get("backend_options", {})
+    config = dict(opts.get("config", {}))
+    hint = config.get("INFERENCE_PRECISION_HINT", "f32")
+    _require_hint(hint, f"engine {path}")
+    try:
+        return OvRunner(path / manifest["entry"], config, threads)
+    except RuntimeError as e:
+        raise EngineError(f"engine {path}: OpenVINO cannot compile {manifest['entry']} ({str(e).splitlines()[0]})")
+
+
+# -------------------------------------------------------------------------------------------------- build
+
+def build(ctx) -> dict:
+    ov = _ov()
+    int8 = ctx.precision == "qint8_mixed_float16"
+    hint = ctx.options.get("float_precision", "f32") if int8 else HINTS[ctx.precision]
+    hint = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(hint, hint)
+    _require_hint(hint, f"build {ctx.model} openvino {ctx.short}")
+    caps = capabilities()
+    with tempfile.TemporaryDirectory(prefix="deployzoo-ov-") as td:
+        onnx_path = Path(td) / "fp32.onnx"
+        export = ctx.export_onnx(onnx_path)
+        model = ov.convert_model(str(onnx_path))
+        config = {"INFERENCE_PRECISION_HINT": hint}
+        quant = None
+        if int8:
+            model, quant = _int8(ctx, model, hint)
+        from deployzoo.export import read_onnx_metadata
+
+        for k, v in read_onnx_metadata(onnx_path).items():  # the ONNX metadata_props travel into the IR's rt_info
+            model.set_rt_info(v if isinstance(v, str) else json.dumps(v), ["deployzoo", k])
+        ov.save_model(model, str(ctx.dir / ENTRY), compress_to_fp16=ctx.precision == "force_float16")
+    run = OvRunner(ctx.dir / ENTRY, config, ctx.threads)
+    computes = runtime_precisions(run.compiled)
+    ctx.log(f"runtime precisions with hint {hint}: {computes}")
+    tol = {"f32": (1e-4, 1e-5), "f16": (5e-2, 1e-2), "bf16": (2e-1, 5e-2)}[hint] if not int8 else None
+    parity = ctx.parity_check(run, f"openvino {ctx.short} engine", *(tol or (None, None)),
+                              raise_on_fail=ctx.precision == "force_float32")
+    return {
+        "entry": ENTRY,
+        "quantization": quant,
+        "computes": computes,
+        "export": export,
+        "parity": parity,
+        "backend_options": {"device": "CPU", "config": {**config, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
+                            "cpu_capabilities": caps, "threads_at_build": ctx.threads,
+                            "default_precision_hint_here": _type_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))},
+    }
+
+
+def _int8(ctx, model, hint: str):
+    nncf = _nncf()
+    from deployzoo.engines.build import choose_float_nodes, measure
+
+    cands = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in QUANT_TYPES]
+    types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+    ds = nncf.Dataset([b.x for b in ctx.calib])
+    n_images = sum(b.n for b in ctx.calib)
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    wanted = ctx.options.get("preset", "auto" if ctx.options.get("calib_method", "auto") == "auto" else "performance")
+    tried = list(PRESETS) if wanted == "auto" else [wanted]
+    for p in tried:
+        if p not in presets:
+            raise EngineError(f"unknown NNCF preset '{p}': use auto, {', '.join(PRESETS)}")
+    reference = ctx.reference(OvRunner(model, {"INFERENCE_PRECISION_HINT": "f32"}, ctx.threads))
+    config = {"INFERENCE_PRECISION_HINT": hint}
+
+    def quantize(preset: str, q: set[str]):
+        if not q:  # every layer float: the float model itself
+            return model
+        ignored = nncf.IgnoredScope(names=[c for c in cands if c not in q], validate=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars, once per trial
+            return nncf.quantize(model, ds, preset=presets[preset], subset_size=max(1, n_images),
+                                 ignored_scope=ignored, fast_bias_correction=True)
+
+    t0 = time.perf_counter()
+    results = {}
+    for p in tried:
+        t = time.perf_counter()
+        results[p] = {**measure(ctx.model, OvRunner(quantize(p, set(cands)), config, ctx.threads), ctx.probe,
+                                reference), "seconds": round(time.perf_counter() - t, 2)}
+        ctx.log(f"NNCF preset {p}: all layers int8 -> disagreement {results[p]['disagreement']:.2%}, "
+                f"rel L2 {results[p]['rel_l2']:.4f}")
+    preset = min(tried, key=lambda p: (results[p]["disagreement"], results[p]["rel_l2"]))
+    choice = choose_float_nodes(cands, lambda q: OvRunner(quantize(preset, q), config, ctx.threads), ctx.model,
+                                ctx.probe, reference, ctx.budget, ctx.log, ctx.options.get("measure_each"))
+    final = quantize(preset, set(choice["quantized_nodes"]))
+    ctx.log(f"int8 layers: {len(choice['quantized_nodes'])} of {len(cands)}; float: {choice['float_nodes'] or 'none'}")
+    return final, {"scheme": "NNCF post-training quantisation (nncf.quantize, fast bias correction)",
+                   "preset": preset, "presets_tried": results, "weights": "int8 symmetric per-channel",
+                   "activations": "int8 " + ("symmetric" if preset == "performance" else "asymmetric"),
+                   "calibration": ctx.calib_info, "ignored_scope": choice["float_nodes"], **choice,
+                   "node_types": {c: types[c] for c in cands}, "float_parts_dtype": hint,
+                   "search_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _type_name(t) -> str:
+    return t.to_string() if hasattr(t, "to_string") else str(t)

@@ -1,0 +1,184 @@
+"""One-click flow, as the seeds' run.sh: weights -> export -> build engines at each precision and backend ->
+accuracy of every engine next to PyTorch -> speed of every engine -> one table (markdown + JSON).
+
+For CRNN without ``--data`` a held-out synthetic test set is rendered first (a seed training never uses), so
+``deployzoo run crnn`` works right after install with the shipped weights.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deployzoo.errors import DeployzooError, EngineError
+from deployzoo.evaluation.report import markdown_table, write_json
+from deployzoo.specs import get_spec
+
+PRECISIONS = ("force_float32", "force_float16", "qint8_mixed_float16")
+BACKENDS = ("onnxruntime", "openvino")
+SYNTH_TEST_SEED = 20_261_124  # never used for training data
+SYNTH_CALIB_SEED = 20_261_125  # calibration words: apart from both training and the test set
+
+
+@dataclass
+class Row:
+    model: str
+    precision: str
+    backend: str
+    batch: int
+    accuracy: float | None = None
+    images_per_s: float | None = None  # pure inference at `batch`, `threads`
+    p50_ms: float | None = None
+    e2e_images_per_s: float | None = None  # eval: read + decode + pre-process + infer + post-process
+    engine: str | None = None
+    note: str = ""
+
+
+@dataclass
+class FlowReport:
+    model: str
+    weights: str
+    data: str
+    threads: int
+    export: dict = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    machine: str = field(default_factory=lambda: f"{platform.processor() or platform.machine()}, "
+                                                 f"{os.cpu_count()} cores")
+
+    def table(self) -> str:
+        metric = {"text": "word acc", "classification": "top-1", "segmentation": "mIoU"}[get_spec(self.model).task]
+        rows = [[r.model, r.precision, r.backend, r.batch, _pct(r.accuracy), _num(r.images_per_s), _num(r.p50_ms),
+                 r.note] for r in self.rows]
+        return markdown_table(["Model", "Precision", "Backend", "Batch", metric, "images/s", "p50 ms", "note"], rows,
+                              align="<<<>>>><")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.2f}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoint: str | None = None,
+             data: str | None = None, random_weights: bool = False, precisions: list[str] | None = None,
+             backends: list[str] | None = None, batch_size: int = 64, threads: int = 2, count: int = 500,
+             calib_data: str | None = None, calib_count: int = 200, duration: float = 5.0, limit: int | None = None,
+             log=print) -> FlowReport:
+    from deployzoo.bench import benchmark
+    from deployzoo.engines import resolve_runner
+    from deployzoo.engines.build import build_engine, normalize_precision
+    from deployzoo.export import export_onnx
+
+    spec = get_spec(model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if data is None:
+        if spec.task != "text":
+            raise DeployzooError(f"run {model}: give --data (an ImageNet val / Cityscapes folder); see README")
+        data = str(out / "data" / "synth_test")
+        if not Path(data).exists():
+            from deployzoo.data.synth import synth_to_lmdb
+
+            log(f"[1/5] rendering {count} held-out synthetic test words -> {data}")
+            synth_to_lmdb(data, count, seed=SYNTH_TEST_SEED, progress=False)
+    if calib_data is None:
+        if spec.task != "text":
+            raise DeployzooError(f"run {model}: give --calib-data (images apart from --data) for int8 calibration")
+        calib_data = str(out / "data" / "synth_calib")
+        if not Path(calib_data).exists():
+            from deployzoo.data.synth import synth_to_lmdb
+
+            synth_to_lmdb(calib_data, calib_count, seed=SYNTH_CALIB_SEED, progress=False)
+    runner, meta = resolve_runner(model, checkpoint, None, random_weights, threads)
+    weights = meta["source"]
+    ckpt = None if random_weights else meta.get("checkpoint")
+    rep = FlowReport(model, weights, str(data), threads)
+    log(f"[2/5] export {model} ({weights}) -> ONNX")
+    exp = export_onnx(model, out / "export", ckpt, random_weights=random_weights, data=data)
+    rep.export = {"onnx": exp.onnx, "max_abs_diff": exp.max_abs_diff, "parity": exp.parity}
+    log(f"      max |onnx - torch| = {exp.max_abs_diff:.3g}")
+
+    def accuracy(r, m: dict | None = None) -> tuple[float, float]:
+        return _accuracy(model, r, data, batch_size, limit, m)
+
+    acc, e2e = accuracy(runner, meta)
+    bench = benchmark(model, batch_size=batch_size, threads=threads, duration=duration, checkpoint=ckpt,
+                      random_weights=random_weights, progress=False, print_table=False)
+    rep.rows.append(Row(model, "force_float32", "pytorch", batch_size, acc, _tput(bench), _p50(bench), e2e,
+                        note="reference"))
+    log(f"[3/5] pytorch fp32: accuracy {acc:.4f}")
+    for backend in backends or BACKENDS:
+        for precision in precisions or PRECISIONS:
+            try:
+                precision = normalize_precision(precision, backend)
+            except EngineError as e:
+                rep.rows.append(Row(model, precision, backend, batch_size, note=f"not built: {e}"))
+                continue
+            row = Row(model, precision, backend, batch_size)
+            rep.rows.append(row)
+            try:
+                log(f"[4/5] build {backend} {precision}")
+                path = build_engine(model, precision, backend, checkpoint=ckpt, calib_data=calib_data,
+                                    calib_count=calib_count, out=out / "engines" / f"{backend}_{precision}",
+                                    random_weights=random_weights, threads=threads, progress=False)
+            except (EngineError, DeployzooError, ImportError) as e:
+                row.note = f"not built: {str(e).splitlines()[0][:140]}"
+                log(f"      {row.note}")
+                continue
+            from deployzoo.engines.build import open_engine
+
+            row.engine = str(path)
+            eng = open_engine(path, expect_model=model, threads=threads)
+            row.accuracy, row.e2e_images_per_s = accuracy(eng)
+            b = benchmark(str(path), batch_size=batch_size, threads=threads, duration=duration, progress=False,
+                          print_table=False)
+            row.images_per_s, row.p50_ms = _tput(b), _p50(b)
+            log(f"[5/5] {backend} {precision}: accuracy {row.accuracy:.4f}, {row.images_per_s:.1f} images/s")
+    write_json({**asdict(rep), "seconds": time.perf_counter() - t0}, out / "report.json")
+    text = (f"# deployzoo run {model}\n\nweights: {weights}  \ndata: {data}  \nmachine: {rep.machine}, "
+            f"{threads} threads\n\n{rep.table()}\n")
+    tmp = out / ".report.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / "report.md")
+    return rep
+
+
+def _tput(b: dict) -> float | None:
+    return (b.get("results") or [{}])[0].get("throughput_images_per_s")
+
+
+def _p50(b: dict) -> float | None:
+    return ((b.get("results") or [{}])[0].get("latency_ms") or {}).get("p50")
+
+
+def _accuracy(model: str, runner, data: str, batch_size: int, limit: int | None,
+              meta: dict | None = None) -> tuple[float, float]:
+    """(metric as a fraction, end-to-end images/s) of one runner on one data set."""
+    task = get_spec(model).task
+    if task == "text":
+        from deployzoo.evaluation.words import evaluate_words
+        from deployzoo.process.crnn import CrnnPreprocess
+        from deployzoo.recognizer import Recognizer
+
+        if hasattr(runner, "recognizer"):
+            rec = runner.recognizer(batch_size=batch_size)
+        else:
+            rec = Recognizer(runner, CrnnPreprocess.from_dict((meta or {}).get("preprocess") or {}),
+                             batch_size=batch_size)
+        r = evaluate_words(rec, data, batch_size=batch_size, progress=False)
+        return r.accuracy, r.images_per_s
+    if task == "classification":
+        from deployzoo.evaluation.classification import evaluate_imagenet
+
+        r = evaluate_imagenet(runner, data, batch_size=min(batch_size, 32), progress=False, limit=limit)
+        return r.accuracy, getattr(r, "images_per_s", 0.0)
+    from deployzoo.evaluation.segmentation import evaluate_cityscapes
+
+    r = evaluate_cityscapes(runner, data, batch_size=1, progress=False, limit=limit)
+    return r.accuracy, getattr(r, "images_per_s", 0.0)

@@ -1,0 +1,257 @@
+"""Python API for the vision models: ImageNet classification (VOLO-D2) and Cityscapes segmentation (OCRNet).
+
+A checkpoint and a built engine differ only in the runner they bring::
+
+    clf = deployzoo.vision.from_checkpoint("volo_d2", "d2_224_85.2.pth.tar")
+    clf("cat.jpg").topk              # [(281, 0.73), (285, 0.11), ...]   (class index, probability)
+    seg = deployzoo.vision.from_checkpoint("ocrnet_hr18", "ocrnet_hr18_512x1024_160k_cityscapes_....pth")
+    seg("frankfurt.png")             # uint8 (H, W) Cityscapes train ids 0..18
+
+Without a checkpoint the published models raise CheckpointError saying where to download the weights; random
+weights are built only on ``random_weights=True`` and every object and report made from them says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from deployzoo.errors import DeployzooError
+from deployzoo.process.image import ImageLike, describe, load_image
+from deployzoo.process.vision import (
+    OCRNET_TEST_SCALE_WH,
+    ocrnet_preprocess,
+    seg_labels,
+    seg_probs_add,
+    softmax,
+    volo_preprocess,
+)
+
+RANDOM_WEIGHTS_WARNING = ("random weights (random_weights=True / --random-weights): predictions and accuracy are "
+                          "meaningless; use them to test the pipeline only")
+
+
+def load_runner(model: str, checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
+                threads: int | None = None, engine: str | os.PathLike | None = None):
+    """(runner, metadata) for a registered model; see ``deployzoo.engines.resolve_runner``."""
+    from deployzoo.engines import resolve_runner
+
+    return resolve_runner(model, checkpoint, engine, random_weights, threads)
+
+
+def weights_source(meta: dict) -> str:
+    """What the runner's weights are, for reports: the checkpoint path, or "random weights (seed 0)"."""
+    return meta.get("source") or ("random weights (seed 0)" if meta.get("random_weights") else
+                                  str(meta.get("checkpoint", "")))
+
+
+def _run(runner, x: np.ndarray) -> np.ndarray:
+    out = runner(np.ascontiguousarray(x, dtype=np.float32))
+    return np.asarray(out)
+
+
+# ------------------------------------------------------------------------------------------------ classification
+
+
+@dataclass
+class Classification:
+    """One image's result: ``topk`` = [(class index, probability)], best first; ``error`` set if it was unreadable."""
+
+    topk: list[tuple[int, float]]
+    error: str | None = None
+    num_classes: int = 0
+
+    @property
+    def index(self) -> int:
+        """Top-1 class index (-1 for an unreadable image)."""
+        return self.topk[0][0] if self.topk else -1
+
+    @property
+    def wnid(self) -> str:
+        """Top-1 WordNet id (``n01440764``), for 1000-class models."""
+        from deployzoo.data.imagenet import IMAGENET_WNIDS
+
+        return IMAGENET_WNIDS[self.index] if 0 <= self.index < len(IMAGENET_WNIDS) else ""
+
+
+class Classifier:
+    """ImageNet classifier over any runner. ``clf(img)`` -> Classification; ``clf([img, ...])`` -> list of them.
+
+    Images may be paths, bytes, PIL images or numpy arrays (EXIF orientation applied). In a list, an unreadable
+    image gives a Classification with ``error`` set; the other images are still classified.
+    """
+
+    def __init__(self, runner, topk: int = 5, batch_size: int = 32, source: str = "",
+                 random_weights: bool = False) -> None:
+        if batch_size < 1 or topk < 1:
+            raise DeployzooError(f"batch_size and topk must be >= 1, got {batch_size} and {topk}")
+        self.runner = runner
+        self.topk = topk
+        self.batch_size = batch_size
+        self.source = source
+        self.random_weights = random_weights
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
+                        model: str = "volo_d2", threads: int | None = None, engine=None, **kwargs) -> "Classifier":
+        _check_task(model, "classification")
+        runner, meta = load_runner(model, checkpoint, random_weights, threads, engine)
+        return cls(runner, source=weights_source(meta), random_weights=meta["random_weights"], **kwargs)
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Classification | list[Classification]:
+        if isinstance(images, (list, tuple)):
+            return self.classify(list(images))
+        return self.classify([images], raise_errors=True)[0]
+
+    def classify(self, images: list[ImageLike], raise_errors: bool = False) -> list[Classification]:
+        out: list[Classification | None] = [None] * len(images)
+        ready: list[tuple[int, np.ndarray]] = []
+        for i, item in enumerate(images):
+            try:
+                ready.append((i, self.prepare(item)))
+            except DeployzooError as e:
+                if raise_errors:
+                    raise
+                out[i] = Classification([], error=str(e))
+        for a in range(0, len(ready), self.batch_size):
+            chunk = ready[a:a + self.batch_size]
+            for (i, _), c in zip(chunk, self.infer_batch([x for _, x in chunk])):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
+    def prepare(self, item: ImageLike, name: str | None = None) -> np.ndarray:
+        """One image -> float32 (3, 224, 224) (``volo_preprocess``)."""
+        return volo_preprocess(load_image(item, "RGB", name=name or describe(item)))
+
+    def infer_batch(self, xs: list[np.ndarray]) -> list[Classification]:
+        """Pre-processed images -> Classification each (softmax of the logits, top-k by stable descending order)."""
+        logits = _run(self.runner, np.stack(xs))
+        if logits.ndim != 2 or logits.shape[0] != len(xs):
+            raise DeployzooError(f"runner output {logits.shape} is not (B={len(xs)}, classes) logits: wrong model?")
+        probs = softmax(logits, axis=1)
+        k = min(self.topk, logits.shape[1])
+        order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        return [Classification([(int(c), float(p[c])) for c in o], num_classes=logits.shape[1])
+                for o, p in zip(order, probs)]
+
+
+# ------------------------------------------------------------------------------------------------ segmentation
+
+
+@dataclass
+class Segmentation:
+    """One image's result in a list call: ``labels`` uint8 (H, W) train ids, or ``error`` if it was unreadable."""
+
+    labels: np.ndarray | None
+    error: str | None = None
+
+
+class Segmenter:
+    """Cityscapes segmenter over any runner ((B, 3, h, w) -> (B, K, h/4, w/4) logits).
+
+    ``seg(img)`` -> uint8 (H, W) train ids at the image's size; ``seg([img, ...])`` -> list of Segmentation.
+    ``flip`` and ``scales`` turn on mmseg's test-time augmentation (softmax averaged over the views);
+    ``test_scale`` is the test Resize box (w, h), ``None`` to feed images at their own size.
+    """
+
+    def __init__(self, runner, flip: bool = False, scales: Sequence[float] = (1.0,),
+                 test_scale: tuple[int, int] | None = OCRNET_TEST_SCALE_WH, source: str = "",
+                 random_weights: bool = False) -> None:
+        if not scales or any(s <= 0 for s in scales):
+            raise DeployzooError(f"scales must be positive ratios, got {list(scales)}")
+        self.runner = runner
+        self.flip = flip
+        self.scales = tuple(float(s) for s in scales)
+        self.test_scale = tuple(test_scale) if test_scale is not None else None
+        self.source = source
+        self.random_weights = random_weights
+        self.infer_seconds = 0.0  # time spent inside the runner, accumulated
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
+                        model: str = "ocrnet_hr18", threads: int | None = None, engine=None, **kwargs) -> "Segmenter":
+        _check_task(model, "segmentation")
+        runner, meta = load_runner(model, checkpoint, random_weights, threads, engine)
+        return cls(runner, source=weights_source(meta), random_weights=meta["random_weights"], **kwargs)
+
+    @property
+    def augmented(self) -> bool:
+        return self.flip or len(self.scales) > 1
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[Segmentation]:
+        if isinstance(images, (list, tuple)):
+            out = []
+            for item in images:
+                try:
+                    out.append(Segmentation(self.segment(item)))
+                except DeployzooError as e:
+                    out.append(Segmentation(None, str(e)))
+            return out
+        return self.segment(images)
+
+    def segment(self, item: ImageLike) -> np.ndarray:
+        rgb = load_image(item, "RGB", name=describe(item))
+        return self.predict_views(self.prepare(rgb), rgb.shape[:2])
+
+    def prepare(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """uint8 RGB (H, W, 3) -> one float32 (3, h, w) input per scale (flipped views are made at run time)."""
+        return [ocrnet_preprocess(rgb, self.test_scale, r) for r in self.scales]
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        t = time.perf_counter()
+        out = _run(self.runner, x)
+        self.infer_seconds += time.perf_counter() - t
+        if out.ndim != 4 or out.shape[0] != x.shape[0]:
+            raise DeployzooError(f"runner output {out.shape} is not (B={x.shape[0]}, classes, h, w) logits: "
+                                 "wrong model?")
+        return out
+
+    def predict_batch(self, xs: list[np.ndarray], ori_hws: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Single-view inputs of one shape -> label maps at their original sizes (one runner call)."""
+        logits = self._logits(np.stack(xs))
+        return [seg_labels(lg, x.shape[1:], hw) for lg, x, hw in zip(logits, xs, ori_hws)]
+
+    def predict_views(self, views: list[np.ndarray], ori_hw: tuple[int, int]) -> np.ndarray:
+        """The prepared views of one image -> uint8 (H, W) labels: argmax of the logits (one view), or of the summed
+        softmax probabilities over scales and flips (mmseg TTA)."""
+        if not self.flip and len(views) == 1:
+            return self.predict_batch(views, [ori_hw])[0]
+        acc = None
+        for x in views:
+            batch = np.stack([x, x[:, :, ::-1]]) if self.flip else x[None]
+            out = self._logits(batch)
+            if acc is None:
+                acc = np.zeros((out.shape[1], *ori_hw), np.float32)
+            seg_probs_add(acc, out[0], x.shape[1:])
+            if self.flip:
+                seg_probs_add(acc, out[1], x.shape[1:], flipped=True)
+        return acc.argmax(0).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ constructors
+
+
+def _check_task(model: str, task: str) -> None:
+    from deployzoo.specs import get_spec
+
+    if get_spec(model).task != task:
+        raise DeployzooError(f"model '{model}' is a {get_spec(model).task} model, not {task}")
+
+
+def from_checkpoint(model: str, checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
+                    **kwargs) -> Classifier | Segmenter:
+    """A ready Classifier (``volo_d2``) or Segmenter (``ocrnet_hr18``). ``kwargs`` go to the class (``topk``,
+    ``batch_size``, ``flip``, ``scales``, ``test_scale``, ``threads``)."""
+    from deployzoo.specs import get_spec
+
+    task = get_spec(model).task
+    if task == "classification":
+        return Classifier.from_checkpoint(checkpoint, random_weights, model=model, **kwargs)
+    if task == "segmentation":
+        return Segmenter.from_checkpoint(checkpoint, random_weights, model=model, **kwargs)
+    raise DeployzooError(f"model '{model}' ({task}) is not a vision model; use deployzoo.load('{model}')")

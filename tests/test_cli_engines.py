@@ -1,0 +1,72 @@
+"""The CLI and Python API accept engines exactly as they accept checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+import deployzoo
+from deployzoo.cli import main
+
+
+@pytest.fixture(scope="module")
+def ort_engine(tmp_path_factory, crnn_seeded_ckpt):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("eng") / "crnn_fp32"
+    assert main(["build", "crnn", "--precision", "fp32", "--checkpoint", str(crnn_seeded_ckpt), "--out", str(out)]) == 0
+    return out
+
+
+def test_eval_engine_matches_checkpoint(ort_engine, word_folder, crnn_seeded_ckpt, tmp_path):
+    preds = {}
+    for name, weights in (("ckpt", ["--checkpoint", str(crnn_seeded_ckpt)]), ("engine", ["--engine", str(ort_engine)])):
+        p = tmp_path / f"{name}.json"
+        assert main(["eval", "crnn", "--data", str(word_folder), *weights, "--workers", "0", "--json", str(p)]) == 0
+        rep = json.loads(p.read_text())
+        preds[name] = [(x["key"], x["pred"], x["correct"]) for x in rep["predictions"]]
+        assert rep["n"] == 8 and rep["errors"] == 2
+    assert preds["ckpt"] == preds["engine"]
+    assert "engine" in json.loads((tmp_path / "engine.json").read_text())["weights"]
+
+
+def test_recognize_and_python_api_with_engine(ort_engine, word_folder, crnn_seeded_ckpt, capsys):
+    img = word_folder / "img" / "0.png"
+    assert main(["recognize", str(img), "--engine", str(ort_engine), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    ref = deployzoo.load("crnn", checkpoint=crnn_seeded_ckpt)(img)
+    assert row["text"] == ref.text and row["confidence"] == pytest.approx(ref.confidence, abs=1e-4)
+    assert deployzoo.load("crnn", engine=ort_engine)(img).text == ref.text
+
+
+def test_engine_of_another_model_or_altered_is_refused(ort_engine, tmp_path, capsys):
+    assert main(["eval", "volo_d2", "--data", str(tmp_path), "--engine", str(ort_engine)]) == 2
+    assert "crnn" in capsys.readouterr().err
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(ort_engine, bad)
+    onnx = next(p for p in bad.iterdir() if p.suffix == ".onnx")
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    assert main(["recognize", "x.png", "--engine", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert onnx.name in err and "checksum" in err
+
+
+def test_one_click_run_smoke(tmp_path, crnn_seeded_ckpt, capsys):
+    out = tmp_path / "flow"
+    assert main(["run", "crnn", "--checkpoint", str(crnn_seeded_ckpt), "--out", str(out), "--count", "24",
+                 "--precisions", "fp32", "int8", "--backends", "onnxruntime", "--batch-size", "8",
+                 "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "| crnn" in text and "pytorch" in text and "onnxruntime" in text
+    rep = json.loads((out / "report.json").read_text())
+    rows = {(r["backend"], r["precision"]): r for r in rep["rows"]}
+    assert set(rows) == {("pytorch", "force_float32"), ("onnxruntime", "force_float32"),
+                         ("onnxruntime", "qint8_mixed_float16")}
+    for r in rows.values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["images_per_s"] > 0
+    # fp32 engine reads exactly what PyTorch reads
+    assert rows[("onnxruntime", "force_float32")]["accuracy"] == rows[("pytorch", "force_float32")]["accuracy"]
+    assert (out / "report.md").exists() and rep["export"]["max_abs_diff"] < 1e-4

@@ -1,0 +1,434 @@
+"""Engines: every precision x backend builds and reads word images within its stated tolerance of PyTorch;
+manifest round trip; corrupted engines fail with a clear EngineError; fixed-batch engines never crash on a tail.
+
+Stated tolerances (CRNN, seeded weights, against PyTorch fp32 on the same inputs):
+- fp32 (onnxruntime, openvino, aoti cpu): logits atol 1e-4.
+- bf16 / fp16 (openvino): relative L2 error of the logits < 2e-2 (bf16) / 5e-3 (fp16).
+- int8 (onnxruntime QDQ, openvino NNCF): relative L2 error of the logits < 0.05 and greedy-decoded text equal to
+  PyTorch's on >= 90 % of the rendered words (the build's own budget: <= 1 % disagreement on its held-out images).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import word_image
+from deployzoo.engines.build import (Batch, QuantBudget, build_engine, calibration_inputs, choose_float_nodes,
+                                     normalize_precision, open_engine, run_fixed_batches)
+from deployzoo.engines.manifest import (MANIFEST_NAME, EngineWriter, _manifest_digest, sha256_file, verify_engine)
+from deployzoo.errors import DatasetError, EngineError
+from deployzoo.export import load_model, run_torch
+from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
+from deployzoo.process.ctc import greedy_decode
+from deployzoo.process.image import load_image
+from deployzoo.process.text import ALPHABET
+from deployzoo.recognizer import Recognizer
+
+WORDS = ["hello", "world", "deploy", "zoo", "engine", "quant", "crnn", "lstm", "2024", "onnx", "tensor", "river",
+         "street", "open", "vino", "sign", "shop", "cafe", "hotel", "exit", "stop", "north", "main", "park",
+         "museum", "bank", "taxi", "metro", "pizza", "coffee", "music", "books", "garden", "store", "light", "road"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """PyTorch's LSTM with 2 OpenMP threads is ~100x slower on a shared 2-core machine; 1 thread is exact too."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def calib_words(tmp_path_factory) -> Path:
+    """36 rendered words in a gt.txt folder: the 'real images' of the tests."""
+    d = tmp_path_factory.mktemp("calib")
+    (d / "img").mkdir()
+    lines = []
+    for i, w in enumerate(WORDS):
+        word_image(w if i % 3 else w.upper(), size=24 + (i % 4) * 4).save(d / "img" / f"{i}.png")
+        lines.append(f"img/{i}.png {w}")
+    (d / "gt.txt").write_text("\n".join(lines) + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def model(crnn_seeded_ckpt):
+    return load_model("crnn", crnn_seeded_ckpt)[0]
+
+
+@pytest.fixture(scope="module")
+def word_batch(calib_words) -> tuple[np.ndarray, np.ndarray]:
+    items = [preprocess(load_image(p, "L")) for p in sorted((calib_words / "img").glob("*.png"))]
+    return pad_batch(items, CrnnPreprocess())
+
+
+@pytest.fixture(scope="module")
+def ort_fp32(crnn_seeded_ckpt, tmp_path_factory) -> Path:
+    return build_engine("crnn", "fp32", checkpoint=crnn_seeded_ckpt, out=tmp_path_factory.mktemp("e") / "fp32",
+                        threads=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ort_int8(crnn_seeded_ckpt, calib_words, tmp_path_factory) -> Path:
+    return build_engine("crnn", "int8", checkpoint=crnn_seeded_ckpt, calib_data=calib_words, calib_count=24,
+                        probe_count=12, out=tmp_path_factory.mktemp("e") / "int8", threads=1, progress=False,
+                        calib_method="minmax", max_rel_l2=0.01)
+
+
+def texts(logits: np.ndarray) -> list[str]:
+    return [d.text for d in greedy_decode(logits)]
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def check_int8(engine, model, word_batch) -> None:
+    x, _ = word_batch
+    out, ref = engine(x), run_torch(model, x)
+    assert rel_l2(out, ref) < 0.05
+    agree = np.mean([a == b for a, b in zip(texts(out), texts(ref))])
+    assert agree >= 0.9
+
+
+# ------------------------------------------------------------------------------------------- onnxruntime
+
+def test_ort_fp32_matches_torch_for_every_batch_and_width(ort_fp32, model):
+    eng = open_engine(ort_fp32, expect_model="crnn", threads=1)
+    assert (eng.name, eng.backend, eng.precision, eng.model) == ("onnxruntime/fp32", "onnxruntime", "force_float32",
+                                                                 "crnn")
+    rng = np.random.default_rng(0)
+    for b in (1, 3, 7):
+        for w in (64, 100, 160):
+            x = rng.uniform(-1, 1, (b, 1, 32, w)).astype(np.float32)
+            np.testing.assert_allclose(eng(x), run_torch(model, x), rtol=0, atol=1e-4)
+
+
+def test_engine_is_a_runner_for_the_recognizer(ort_fp32, crnn_seeded_ckpt, calib_words):
+    eng = open_engine(ort_fp32)
+    rec = Recognizer(eng, CrnnPreprocess.from_dict(eng.manifest["preprocess"]), eng.manifest["alphabet"])
+    ref = Recognizer.from_checkpoint(crnn_seeded_ckpt)
+    imgs = sorted((calib_words / "img").glob("*.png"))[:8]
+    assert [r.text for r in rec(imgs)] == [r.text for r in ref(imgs)]
+    assert [r.text for r in eng.recognizer()(imgs)] == [r.text for r in ref(imgs)]
+
+
+def test_manifest_round_trip(ort_fp32, crnn_seeded_ckpt):
+    m = json.loads((ort_fp32 / MANIFEST_NAME).read_text())
+    assert m == verify_engine(ort_fp32) == open_engine(ort_fp32).manifest
+    assert (m["model"], m["precision"], m["backend"], m["device"], m["entry"]) == (
+        "crnn", "force_float32", "onnxruntime", "cpu", "model.onnx")
+    assert CrnnPreprocess.from_dict(m["preprocess"]) == CrnnPreprocess() and m["alphabet"] == ALPHABET
+    assert m["input"]["dynamic_axes"] == {"0": "batch", "3": "width"} and m["input"]["fixed_batch"] is None
+    for rel, info in m["files"].items():
+        assert sha256_file(ort_fp32 / rel) == info["sha256"]
+    assert m["source"]["checkpoint_sha256"] == sha256_file(crnn_seeded_ckpt)
+    assert {"onnxruntime", "torch", "numpy", "python"} <= set(m["libraries"])
+    assert m["created"] and m["host"]["cpu"] and m["quantization"] is None
+    assert all(r["ok"] for r in m["parity"])
+    assert not list(ort_fp32.parent.glob(".*building"))  # the temporary build folder was renamed away
+
+
+def test_ort_int8_calibrated_and_chosen_by_measurement(ort_int8, model, word_batch):
+    eng = open_engine(ort_int8, threads=1)
+    q = eng.manifest["quantization"]
+    assert q["format"] == "QDQ" and q["per_channel"] and q["calibration"]["method"] == "minmax"
+    assert q["calibration"]["images"] > 0 and q["probe_images"] > 0
+    assert len(q["candidates"]) == 9  # 7 Conv + 2 MatMul (the LSTMs have no int8 QDQ kernel)
+    assert set(q["sensitivity_alone_int8"]) == set(q["candidates"])
+    assert q["budget"] == {"max_disagreement": 0.01, "max_rel_l2": 0.01}
+    assert q["budget_met"] and q["final"]["rel_l2"] <= 0.01 and q["final"]["disagreement"] <= 0.01
+    # the float nodes are the most sensitive ones, in order, and really are float in the graph
+    sens = q["sensitivity_alone_int8"]
+    ranked = sorted(q["candidates"], key=lambda c: (sens[c]["disagreement"], sens[c]["rel_l2"]), reverse=True)
+    assert q["float_nodes"] == ranked[: len(q["float_nodes"])]
+    assert set(q["int8_nodes"]) == set(q["candidates"]) - set(q["float_nodes"]) and q["int8_nodes"]
+    g = onnx.load(ort_int8 / "model.onnx").graph
+    assert sum(n.op_type == "QuantizeLinear" for n in g.node) > 0
+    assert any(n.op_type == "LSTM" for n in g.node)
+    check_int8(eng, model, word_batch)
+
+
+def test_ort_fp16_is_refused_with_the_measured_reason(crnn_seeded_ckpt, tmp_path):
+    with pytest.raises(EngineError, match="no float16 kernels.*openvino"):
+        build_engine("crnn", "fp16", checkpoint=crnn_seeded_ckpt, out=tmp_path / "e16", threads=1, progress=False)
+    assert not (tmp_path / "e16").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_fixed_batch_engine_splits_and_pads_tails(crnn_seeded_ckpt, tmp_path, model):
+    p = build_engine("crnn", "fp32", checkpoint=crnn_seeded_ckpt, shape_mutable=False, batch_size=4,
+                     out=tmp_path / "fixed", threads=1, progress=False)
+    eng = open_engine(p)
+    assert eng.fixed_batch == 4 and eng.input_spec["shape"][0] == 4
+    rng = np.random.default_rng(2)
+    for b in (1, 4, 7, 9):
+        x = rng.uniform(-1, 1, (b, 1, 32, 100)).astype(np.float32)
+        np.testing.assert_allclose(eng(x), run_torch(model, x), rtol=0, atol=1e-4)
+    with pytest.raises(EngineError, match="--batch-size"):
+        build_engine("crnn", "fp32", random_weights=True, shape_mutable=False, out=tmp_path / "x", progress=False)
+
+
+def test_run_fixed_batches_helper():
+    calls = []
+
+    def run(x):
+        calls.append(x.shape[0])
+        return x.sum(axis=(1, 2, 3))[:, None] * np.ones((1, 2))
+
+    x = np.arange(7 * 4, dtype=np.float32).reshape(7, 1, 2, 2)
+    out = run_fixed_batches(run, x, 3)
+    assert calls == [3, 3, 3] and out.shape == (7, 2)
+    np.testing.assert_allclose(out[:, 0], x.sum(axis=(1, 2, 3)))
+
+
+# ---------------------------------------------------------------------------------------------- openvino
+
+def _need_openvino():
+    pytest.importorskip("openvino", reason="OpenVINO not installed: pip install deployzoo[openvino]")
+
+
+def test_openvino_fp32_matches_torch(crnn_seeded_ckpt, tmp_path, model):
+    _need_openvino()
+    p = build_engine("crnn", "fp32", backend="openvino", checkpoint=crnn_seeded_ckpt, out=tmp_path / "ov32",
+                     threads=1, progress=False)
+    eng = open_engine(p, threads=1)
+    m = eng.manifest
+    assert m["backend_options"]["config"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert set(m["computes"]["Convolution"]) == {"f32"}
+    import openvino
+
+    ir = openvino.Core().read_model(p / "model.xml")  # the ONNX metadata travels into the IR
+    assert ir.get_rt_info(["deployzoo", "model"]).astype(str) == "crnn"
+    assert json.loads(ir.get_rt_info(["deployzoo", "preprocess"]).astype(str)) == CrnnPreprocess().to_dict()
+    rng = np.random.default_rng(3)
+    for b, w in ((1, 64), (3, 100), (7, 160)):
+        x = rng.uniform(-1, 1, (b, 1, 32, w)).astype(np.float32)
+        np.testing.assert_allclose(eng(x), run_torch(model, x), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision,cap,tol", [("bf16", "BF16", 2e-2), ("fp16", "FP16", 5e-3)])
+def test_openvino_half_precisions_really_run_in_half(precision, cap, tol, crnn_seeded_ckpt, tmp_path, model,
+                                                     word_batch):
+    _need_openvino()
+    from deployzoo.engines.openvino import capabilities
+
+    if cap not in capabilities():
+        with pytest.raises(EngineError, match="quietly compute in f32"):
+            build_engine("crnn", precision, backend="openvino", random_weights=True, out=tmp_path / "h",
+                         progress=False)
+        return
+    p = build_engine("crnn", precision, backend="openvino", checkpoint=crnn_seeded_ckpt, out=tmp_path / "h",
+                     threads=1, progress=False)
+    eng = open_engine(p, threads=1)
+    half = {"bf16": "bf16", "fp16": "f16"}[precision]
+    assert set(eng.manifest["computes"]["Convolution"]) == {half}  # what the CPU plugin really runs
+    x, _ = word_batch
+    assert rel_l2(eng(x), run_torch(model, x)) < tol
+
+
+def test_openvino_int8_nncf(crnn_seeded_ckpt, calib_words, tmp_path, model, word_batch):
+    _need_openvino()
+    pytest.importorskip("nncf", reason="NNCF not installed: pip install deployzoo[openvino]")
+    p = build_engine("crnn", "int8", backend="openvino", checkpoint=crnn_seeded_ckpt, calib_data=calib_words,
+                     calib_count=24, probe_count=12, out=tmp_path / "ov8", threads=1, progress=False,
+                     options={"preset": "mixed", "measure_each": False})
+    eng = open_engine(p, threads=1)
+    q = eng.manifest["quantization"]
+    assert q["preset"] == "mixed" and q["budget_met"] and q["calibration"]["images"] > 0
+    assert len(q["candidates"]) == 11  # 7 Convolution + 2 MatMul + 2 LSTMSequence
+    prec = {p for layer in ("Convolution", "FullyConnected") for p in eng.manifest["computes"].get(layer, {})}
+    assert prec & {"u8", "i8"}  # int8 kernels really run
+    check_int8(eng, model, word_batch)
+
+
+def test_openvino_missing_gives_install_hint(monkeypatch, tmp_path):
+    import builtins
+
+    from deployzoo.engines import openvino as ovmod
+
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("No module named 'openvino'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(EngineError, match=r"pip install deployzoo\[openvino\]"):
+        ovmod._ov()
+
+
+# --------------------------------------------------------------------------------------------------- aoti
+
+def test_aoti_cpu_fp32_export_package_load(crnn_seeded_ckpt, tmp_path, model):
+    """The AOTInductor path on CPU (about 20-30 s of compilation): same export/package/load code as on a GPU."""
+    p = build_engine("crnn", "fp32", backend="aoti", checkpoint=crnn_seeded_ckpt, out=tmp_path / "pt2", threads=1,
+                     progress=False, options={"device": "cpu"})
+    eng = open_engine(p, threads=1)
+    assert eng.manifest["device"] == "cpu" and (p / "model.pt2").is_file()
+    rng = np.random.default_rng(4)
+    for b, w in ((1, 64), (3, 100), (7, 160)):
+        x = rng.uniform(-1, 1, (b, 1, 32, w)).astype(np.float32)
+        np.testing.assert_allclose(eng(x), run_torch(model, x), rtol=0, atol=1e-4)
+    x = rng.uniform(-1, 1, (2, 1, 32, 102)).astype(np.float32)  # not a multiple of 4: padded, same frame count
+    assert eng(x).shape == (26, 2, 37)
+    with pytest.raises(EngineError, match="NVIDIA GPU"):
+        build_engine("crnn", "fp16", backend="aoti", random_weights=True, out=tmp_path / "h", progress=False,
+                     options={"device": "cpu"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision,tol", [("fp32", 1e-3), ("fp16", 2e-2), ("bf16", 5e-2)])
+def test_aoti_cuda(precision, tol, crnn_seeded_ckpt, tmp_path, model, word_batch):
+    p = build_engine("crnn", precision, backend="aoti", checkpoint=crnn_seeded_ckpt, out=tmp_path / precision,
+                     progress=False)
+    eng = open_engine(p)
+    assert eng.manifest["device"] == "cuda"
+    x, _ = word_batch
+    for b in (1, 3, 7):
+        assert rel_l2(eng(x[:b]), run_torch(model, x[:b])) < tol
+
+
+# ------------------------------------------------------------------------------------ corrupted engines
+
+@pytest.fixture
+def engine_copy(ort_fp32, tmp_path) -> Path:
+    d = tmp_path / "copy"
+    shutil.copytree(ort_fp32, d)
+    return d
+
+
+def _rewrite_manifest(d: Path, **changes) -> None:
+    """Edit the manifest the way a different deployzoo would write it (self-checksum recomputed)."""
+    m = json.loads((d / MANIFEST_NAME).read_text())
+    m.update(changes)
+    m["manifest_sha256"] = _manifest_digest(m)
+    (d / MANIFEST_NAME).write_text(json.dumps(m))
+
+
+def test_altered_file_byte(engine_copy):
+    f = engine_copy / "model.onnx"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(EngineError, match=r"copy: file model\.onnx was altered \(checksum mismatch"):
+        open_engine(engine_copy)
+
+
+def test_missing_file(engine_copy):
+    (engine_copy / "model.onnx").unlink()
+    with pytest.raises(EngineError, match=r"file model\.onnx listed in manifest\.json is missing"):
+        open_engine(engine_copy)
+
+
+def test_hand_edited_manifest(engine_copy):
+    m = json.loads((engine_copy / MANIFEST_NAME).read_text())
+    m["precision"] = "qint8_mixed_float16"
+    (engine_copy / MANIFEST_NAME).write_text(json.dumps(m))
+    with pytest.raises(EngineError, match="edited after the build"):
+        open_engine(engine_copy)
+
+
+def test_foreign_model_expected(engine_copy):
+    with pytest.raises(EngineError, match="built for model 'crnn', not 'volo_d2'"):
+        open_engine(engine_copy, expect_model="volo_d2")
+
+
+def test_missing_and_unparseable_manifest(engine_copy, tmp_path):
+    (engine_copy / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(EngineError, match="cannot be parsed"):
+        open_engine(engine_copy)
+    (engine_copy / MANIFEST_NAME).unlink()
+    with pytest.raises(EngineError, match="manifest.json is missing"):
+        open_engine(engine_copy)
+    with pytest.raises(EngineError, match="not found"):
+        open_engine(tmp_path / "nowhere")
+
+
+def test_newer_manifest_version(engine_copy):
+    _rewrite_manifest(engine_copy, manifest_version=99)
+    with pytest.raises(EngineError, match="version 99 was written by a newer deployzoo"):
+        open_engine(engine_copy)
+
+
+def test_unknown_backend_and_model(engine_copy):
+    _rewrite_manifest(engine_copy, backend="tensorrt")
+    with pytest.raises(EngineError, match="unknown backend 'tensorrt'"):
+        open_engine(engine_copy)
+    _rewrite_manifest(engine_copy, backend="onnxruntime", model="resnet50")
+    with pytest.raises(EngineError, match="unknown model 'resnet50'"):
+        open_engine(engine_copy)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_engine_without_cuda(engine_copy):
+    _rewrite_manifest(engine_copy, backend="aoti", device="cuda")
+    with pytest.raises(EngineError, match="no CUDA device"):
+        open_engine(engine_copy)
+
+
+def test_wrong_input_shape_is_a_clear_error(ort_fp32):
+    eng = open_engine(ort_fp32)
+    with pytest.raises(EngineError, match="input dim 2 must be 32"):
+        eng(np.zeros((1, 1, 48, 100), np.float32))
+
+
+def test_writer_is_atomic_and_refuses_foreign_folders(tmp_path):
+    out = tmp_path / "eng"
+    with pytest.raises(RuntimeError):
+        with EngineWriter(out) as w:
+            (w.dir / "model.onnx").write_bytes(b"half")
+            raise RuntimeError("build failed")
+    assert not out.exists() and not list(tmp_path.iterdir())
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("keep me")
+    with pytest.raises(EngineError, match="not an engine directory"):
+        EngineWriter(tmp_path / "docs")
+
+
+# ----------------------------------------------------------------------------------- names, calibration
+
+def test_precision_names_and_backend_support():
+    assert normalize_precision("int8") == "qint8_mixed_float16" and normalize_precision("FP32") == "force_float32"
+    with pytest.raises(EngineError, match="does not build qint8_mixed_float16.*onnxruntime or openvino"):
+        normalize_precision("int8", "aoti")
+    with pytest.raises(EngineError, match="unknown precision"):
+        normalize_precision("int4")
+
+
+def test_int8_without_calibration_data_is_refused(tmp_path):
+    with pytest.raises(EngineError, match="int8 needs real images.*--calib-data"):
+        build_engine("crnn", "int8", random_weights=True, out=tmp_path / "e", progress=False)
+
+
+def test_calibration_inputs_use_inference_preprocessing(word_folder):
+    batches = calibration_inputs("crnn", word_folder, 16, {}, batch_size=4)
+    assert sum(b.shape[0] for b in batches) == 7  # 9 entries, one truncated and one empty image skipped
+    assert all(b.shape[1:] == (1, 32, 100) and b.dtype == np.float32 for b in batches)
+    assert all(b.min() >= -1 and b.max() <= 1 for b in batches)
+    kr = calibration_inputs("crnn", word_folder, 16, {"preprocess": {"keep_ratio": True}}, batch_size=4)
+    assert all(b.shape[-1] % 16 == 0 for b in kr) and len({b.shape[-1] for b in kr}) > 1
+    with pytest.raises(DatasetError):
+        calibration_inputs("crnn", word_folder / "nothing", 4, {})
+
+
+def test_choose_float_nodes_keeps_the_most_sensitive_until_the_budget_is_met():
+    """Fake layers with known errors: 'c' hurts most, then 'a'; the budget needs both kept in float."""
+    cost = {"a": 0.02, "b": 0.005, "c": 0.05}
+    ref = [np.ones((3, 2, 5), np.float32)]
+    probe = [Batch(np.zeros((2, 1, 32, 8), np.float32), np.array([8, 8]), 2)]
+
+    def make(q):
+        err = sum(cost[n] for n in q)
+        return lambda x: ref[0] * (1 + err)
+
+    res = choose_float_nodes(list(cost), make, "crnn", probe, ref, QuantBudget(max_disagreement=1.0, max_rel_l2=0.01))
+    assert res["float_nodes"] == ["c", "a"] and res["quantized_nodes"] == ["b"] and res["budget_met"]
+    assert res["all_int8"]["rel_l2"] == pytest.approx(0.075, rel=1e-5)
+    assert res["final"]["rel_l2"] == pytest.approx(0.005, rel=1e-5)
+    assert [s["float_nodes"] for s in res["steps"]] == [[], ["c"], ["c", "a"]]
