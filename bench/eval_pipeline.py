@@ -14,10 +14,8 @@ import platform
 import tempfile
 import time
 
-import numpy as np
 import torch
 
-from deployzoo.engines import EagerRunner
 from deployzoo.evaluation.words import evaluate_words
 from deployzoo.recognizer import Recognizer
 

@@ -60,8 +60,8 @@ def main() -> None:
     rec = {"device": dev, "cores": os.cpu_count(), "batch_size": args.batch_size, "amp": str(tr.amp_dtype),
            "data_pipeline": args.data_pipeline, "images_per_s": n / dt, "seed_002_ascend_1p": 11733.53,
            "torch": torch.__version__}
-    print(f"| device | batch | AMP | data | images/s | vs seed 002 (11,733 img/s, 1 Ascend 910) |")
-    print(f"|---|---:|---|---|---:|---:|")
+    print("| device | batch | AMP | data | images/s | vs seed 002 (11,733 img/s, 1 Ascend 910) |")
+    print("|---|---:|---|---|---:|---:|")
     print(f"| {dev} | {args.batch_size} | {rec['amp']} | {'renderer workers' if args.data_pipeline else 'in memory'} "
           f"| {rec['images_per_s']:.0f} | {rec['images_per_s'] / 11733.53:.2f}x |")
     if args.json:

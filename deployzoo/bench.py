@@ -16,7 +16,6 @@ ISA flags, load average: other processes on the machine skew timings), library v
 from __future__ import annotations
 
 import gc
-import json
 import os
 import resource
 import sys
@@ -262,7 +261,7 @@ def benchmark(target: str | os.PathLike, batch_size: int | Sequence[int] = 1,
                     row["note"] = f"engine batch fixed at {tgt.fixed_batch}: split / tail-padded"
                 rows.append(row)
                 bar.advance()
-            del runner, rec
+            runner = rec = None  # release the session before opening the next thread count
     finally:
         bar.close()
     record = {
@@ -278,8 +277,9 @@ def benchmark(target: str | os.PathLike, batch_size: int | Sequence[int] = 1,
     if print_table:
         print(format_table(record))
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+        from deployzoo.evaluation.report import write_json
+
+        write_json(record, json_path)
     return record
 
 

@@ -24,6 +24,7 @@ from deployzoo.checkpoint import atomic_save, read_checkpoint
 from deployzoo.data.augment import augment_word
 from deployzoo.data.words import open_word_set
 from deployzoo.errors import DeployzooError, ImageError
+from deployzoo.evaluation.common import worker_init
 from deployzoo.models.crnn import crnn, output_length
 from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
 from deployzoo.process.image import load_image
@@ -157,10 +158,6 @@ def collate(items, cfg: CrnnPreprocess):
     return torch.from_numpy(x), targets, input_lengths, target_lengths
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # not cv2.setNumThreads: it can hang in a worker forked after the parent used cv2
-
-
 # ------------------------------------------------------------------ optimisation
 
 
@@ -266,7 +263,7 @@ class Trainer:
         workers = self.cfg.workers if self.cfg.workers >= 0 else min(16, max(1, (os.cpu_count() or 2) - 1))
         return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
                           collate_fn=lambda b: collate(b, self.pre), pin_memory=self.device.type == "cuda",
-                          worker_init_fn=_worker_init if workers else None,
+                          worker_init_fn=worker_init if workers else None,
                           prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
 
     def train_step(self, batch) -> float:

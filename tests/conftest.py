@@ -2,7 +2,6 @@ import io
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -55,3 +54,12 @@ def crnn_seeded_ckpt(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("ckpt") / "crnn_seeded.pth"
     torch.save(seeded_state_dict(load_keys_tsv(FIXTURES / "crnn_meijieru" / "keys.tsv")), p)
     return p
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """PyTorch's LSTM with 2 OpenMP threads is ~100x slower on a shared 2-core machine; 1 thread is exact too."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -4,19 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from deployzoo.bench import benchmark, format_table, latency_stats
 from deployzoo.engines.build import build_engine
 from deployzoo.errors import DeployzooError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

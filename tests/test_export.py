@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from deployzoo.engines.manifest import sha256_file
 from deployzoo.errors import EngineError
@@ -14,13 +13,7 @@ from deployzoo.process.crnn import CrnnPreprocess
 from deployzoo.process.text import ALPHABET
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """PyTorch's LSTM with 2 OpenMP threads is ~100x slower on a shared 2-core machine; 1 thread is exact too."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ def test_cityscapes_pairs_and_label_ids(tmp_path):
     assert [(s.key, s.label_kind) for s in ds] == [("aachen/aachen_000000_000019", "trainIds"),
                                                     ("bremen/bremen_000000_000019", "labelIds")]
     assert ds.summary == "2 images, 2 cities, 1 labelTrainIds + 1 labelIds mapped to train ids"
-    (rgb_a, gt_a), (rgb_b, gt_b) = ds.load(0), ds.load(1)
+    (rgb_a, gt_a), (_, gt_b) = ds.load(0), ds.load(1)
     assert rgb_a.shape == (64, 128, 3) and tuple(rgb_a[0, 70]) == CITYSCAPES_PALETTE[13]
     np.testing.assert_array_equal(gt_a, stripes_gt())
     np.testing.assert_array_equal(gt_b, stripes_gt())  # labelIds 7/8/26/23/4 -> train ids 0/1/13/10/255

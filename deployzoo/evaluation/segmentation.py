@@ -23,12 +23,8 @@ import numpy as np
 
 from deployzoo.data.cityscapes import CityscapesVal, open_cityscapes
 from deployzoo.errors import DeployzooError
-from deployzoo.evaluation.classification import (
-    RANDOM_WEIGHTS_LINE,
-    default_workers,
-    iter_decoded,
-    subset_indices,
-)
+from deployzoo.evaluation.classification import RANDOM_WEIGHTS_LINE, subset_indices
+from deployzoo.evaluation.common import default_workers, iter_decoded
 from deployzoo.evaluation.report import markdown_table
 from deployzoo.metrics import confusion_matrix, iou_from_confusion
 from deployzoo.models.ocrnet import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES, TEST_SCALE_WH

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from deployzoo.data.words import FolderWordSet, LmdbWordSet, open_word_set
 from deployzoo.errors import DeployzooError
+from deployzoo.evaluation.common import iter_decoded, progress_bar
 from deployzoo.metrics import one_minus_ned
 from deployzoo.process.crnn import batches_by_width
 from deployzoo.process.text import LabelStats, normalize_label
@@ -57,24 +57,6 @@ class _DecodedWords:
         return item
 
 
-def _iter_items(ds, rec: Recognizer, workers: int, chunk: int) -> Iterator[_Item]:
-    import torch
-    from torch.utils.data import DataLoader
-
-    torch.set_num_threads(torch.get_num_threads())  # keep the parent's setting; workers use 1 thread each
-    loader = DataLoader(_DecodedWords(ds, rec), batch_size=chunk, shuffle=False, num_workers=workers,
-                        collate_fn=list, persistent_workers=False, prefetch_factor=4 if workers else None,
-                        worker_init_fn=_worker_init if workers else None)
-    for batch in loader:
-        yield from batch
-
-
-def _worker_init(_: int) -> None:
-    import torch
-
-    torch.set_num_threads(1)  # not cv2.setNumThreads: it can hang in a worker forked after the parent used cv2
-
-
 @dataclass
 class WordEvalResult:
     model: str
@@ -110,7 +92,7 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
     infer_s = 0.0
     t0 = time.perf_counter()
 
-    bar = _progress(progress, len(ds), Path(data).name)
+    bar = progress_bar(progress, len(ds), Path(data).name, min_total=200)
     try:
         ready: list[_Item] = []
 
@@ -141,7 +123,8 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
             preds[it.index] = p
             bar.advance()
 
-        stream = (it for it in _iter_items(ds, rec, workers, max(8, batch_size // 2)) if _keep(it, stats, res, bar))
+        items = iter_decoded(_DecodedWords(ds, rec).__getitem__, list(range(len(ds))), workers, max(8, batch_size // 2))
+        stream = (it for it in items if _keep(it, stats, res, bar))
         for it in stream:
             if it.error is not None:
                 record(it, "", 0.0, it.error)
@@ -174,32 +157,6 @@ def _keep(it: _Item, stats: LabelStats, res: WordEvalResult, bar) -> bool:
         bar.advance()
         return False
     return True
-
-
-class _NoBar:
-    def advance(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _RichBar:
-    def __init__(self, total: int, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), transient=True)
-        self.p.start()
-        self.task = self.p.add_task(label, total=total)
-
-    def advance(self) -> None:
-        self.p.advance(self.task)
-
-    def close(self) -> None:
-        self.p.stop()
-
-
-def _progress(enabled: bool, total: int, label: str):
-    return _RichBar(total, label) if enabled and total >= 200 else _NoBar()
 
 
 # ----------------------------------------------------------------- reporting

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 
 from deployzoo.checkpoint import load_strict, read_checkpoint, unwrap_state_dict
