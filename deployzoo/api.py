@@ -70,9 +70,16 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
     """``deployzoo eval MODEL --data PATH [...]``: the seeds' accuracy report for any model and any weights."""
     task = get_spec(model).task
     tty = progress and sys.stderr.isatty()
+    given = {"--lexicon": lexicon, "--label-file": label_file, "--flip": flip or None, "--scales": scales,
+             "--out-dir": out_dir}
+    allowed = {"text": {"--lexicon"}, "classification": {"--label-file"},
+               "segmentation": {"--flip", "--scales", "--out-dir"}}[task]
+    wrong = [k for k, v in given.items() if v is not None and k not in allowed]
+    if wrong:
+        raise DeployzooError(f"eval {model}: {', '.join(wrong)} do(es) not apply to {task} models")
     if task == "text":
         return _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size or 64, lexicon, workers,
-                               threads, json_path, tty)
+                               threads, json_path, tty, limit)
     from deployzoo.evaluation.report import write_json
     from deployzoo.vision import load_runner, weights_source
 
@@ -98,13 +105,13 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
 
 
 def _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size, lexicon, workers, threads,
-                    json_path, progress) -> int:
+                    json_path, progress, limit=None) -> int:
     from deployzoo.evaluation.report import write_json
     from deployzoo.evaluation.words import evaluate_words, format_report
 
     rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights)
-    results = [evaluate_words(rec, d, batch_size=batch_size, workers=workers, progress=progress, model=model)
-               for d in data]
+    results = [evaluate_words(rec, d, batch_size=batch_size, workers=workers, progress=progress, model=model,
+                              limit=limit) for d in data]
     print(f"model: {model}  weights: {rec.source}  batch: {batch_size}  lexicon: {lexicon or 'none'}")
     if rec.random_weights:
         print("WARNING: random weights: these accuracies are meaningless")

@@ -17,8 +17,9 @@ from torch import nn
 
 from deployzoo.errors import CheckpointError
 
-#: Keys under which training scripts commonly wrap the state dict (timm, mmcv, DeiT/VOLO, our trainer).
-WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model", "net")
+#: Keys under which training scripts commonly wrap the state dict (timm, mmcv, DeiT/VOLO, our trainer). The plain
+#: weights come first: a timm checkpoint holding both is evaluated as timm's validate.py does without --use-ema.
+WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "net")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -20,8 +20,8 @@ def make_parser() -> argparse.ArgumentParser:
     _weights_args(r)
     r.add_argument("--model", default="crnn", help="model name (default crnn)")
     r.add_argument("--lexicon", help="word list: pick the word with the highest CTC probability")
-    r.add_argument("--batch-size", type=int, default=32)
-    r.add_argument("--threads", type=int, help="intra-op threads (default: the library's)")
+    r.add_argument("--batch-size", type=_pos_int, default=32)
+    r.add_argument("--threads", type=_pos_int, help="intra-op threads (default: the library's)")
     r.add_argument("--json", dest="json_out", action="store_true", help="print JSON instead of lines")
 
     e = sub.add_parser("eval", help="accuracy on one or more data sets")
@@ -29,15 +29,15 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", nargs="+", required=True, action="extend", metavar="PATH",
                    help="LMDB or gt.txt folder; several give one table with a count-weighted total")
     _weights_args(e)
-    e.add_argument("--batch-size", type=int, help="default: 64 words, 32 ImageNet images, 1 Cityscapes frame")
+    e.add_argument("--batch-size", type=_pos_int, help="default: 64 words, 32 ImageNet images, 1 Cityscapes frame")
     e.add_argument("--lexicon", help="word list for lexicon-constrained decoding (crnn)")
-    e.add_argument("--limit", type=int, help="evaluate only the first N images (volo_d2, ocrnet_hr18)")
+    e.add_argument("--limit", type=_pos_int, help="evaluate N images spread evenly over the set")
     e.add_argument("--label-file", help="ImageNet: lines 'FILE LABEL' instead of class folders")
     e.add_argument("--flip", action="store_true", help="Cityscapes: add horizontally flipped inference")
     e.add_argument("--scales", type=float, nargs="+", help="Cityscapes: multi-scale ratios, e.g. 0.5 1.0 1.5")
     e.add_argument("--out-dir", help="Cityscapes: save predicted train-id maps here")
-    e.add_argument("--workers", type=int, help="image-decoding worker processes (default: up to 4)")
-    e.add_argument("--threads", type=int, help="intra-op threads for inference")
+    e.add_argument("--workers", type=_nonneg_int, help="image-decoding worker processes (default: up to 4)")
+    e.add_argument("--threads", type=_pos_int, help="intra-op threads for inference")
     e.add_argument("--json", dest="json_path", metavar="OUT", help="write metrics and per-sample predictions")
     e.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -54,7 +54,7 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, default=17)
     x.add_argument("--data", help="real images for the parity check (a word set for crnn)")
     x.add_argument("--shape-mutable", type=_bool, default=True, help="dynamic batch (and width for crnn)")
-    x.add_argument("--batch-size", type=int, help="fixed batch when --shape-mutable false")
+    x.add_argument("--batch-size", type=_pos_int, help="fixed batch when --shape-mutable false")
 
     b = sub.add_parser("build", help="build an engine at a precision (as gen_model)")
     b.add_argument("model")
@@ -63,20 +63,20 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="onnxruntime", help="onnxruntime | openvino | aoti (NVIDIA GPU)")
     _weights_args(b, engine=False)
     b.add_argument("--calib-data", help="real images for int8 calibration (never the test split)")
-    b.add_argument("--calib-count", type=int, default=256)
+    b.add_argument("--calib-count", type=_pos_int, default=256)
     b.add_argument("--shape-mutable", type=_bool, default=True)
-    b.add_argument("--batch-size", type=int, help="fixed batch when --shape-mutable false")
-    b.add_argument("--threads", type=int)
+    b.add_argument("--batch-size", type=_pos_int, help="fixed batch when --shape-mutable false")
+    b.add_argument("--threads", type=_pos_int)
     b.add_argument("--out", required=True, help="engine directory to create")
 
     n = sub.add_parser("bench", help="latency/throughput of an engine dir or a PyTorch model (as mm_run/ais_bench)")
     n.add_argument("target", help="engine directory or model name")
-    n.add_argument("--batch-size", type=int, nargs="+", default=[1], help="one or more (sweep)")
-    n.add_argument("--threads", type=int, nargs="+", help="one or more (sweep)")
+    n.add_argument("--batch-size", type=_pos_int, nargs="+", default=[1], help="one or more (sweep)")
+    n.add_argument("--threads", type=_pos_int, nargs="+", help="one or more (sweep)")
     g = n.add_mutually_exclusive_group()
-    g.add_argument("--iterations", type=int)
+    g.add_argument("--iterations", type=_pos_int)
     g.add_argument("--duration", type=float, help="seconds per configuration")
-    n.add_argument("--warmup", type=int, default=5)
+    n.add_argument("--warmup", type=_nonneg_int, default=5)
     n.add_argument("--e2e-data", help="also time decode + pre-process + infer + post-process on these images")
     n.add_argument("--checkpoint", help="weights when TARGET is a model name")
     n.add_argument("--random-weights", action="store_true")
@@ -90,10 +90,10 @@ def make_parser() -> argparse.ArgumentParser:
     u.add_argument("--calib-data", help="int8 calibration images (crnn: default renders its own)")
     u.add_argument("--precisions", nargs="+")
     u.add_argument("--backends", nargs="+")
-    u.add_argument("--batch-size", type=int, default=64)
-    u.add_argument("--threads", type=int, default=2)
-    u.add_argument("--count", type=int, default=500, help="synthetic test words to render (crnn)")
-    u.add_argument("--limit", type=int, help="evaluate only the first N images")
+    u.add_argument("--batch-size", type=_pos_int, default=64)
+    u.add_argument("--threads", type=_pos_int, default=2)
+    u.add_argument("--count", type=_pos_int, default=500, help="synthetic test words to render (crnn)")
+    u.add_argument("--limit", type=_pos_int, help="evaluate N images spread evenly over the set")
 
     t = sub.add_parser("train", help="train CRNN (defaults from seed 003: Adam 1e-4, batch 32)")
     t.add_argument("model", choices=["crnn"])
@@ -101,10 +101,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     y = sub.add_parser("synth", help="render synthetic word images into LMDB shards")
     y.add_argument("--out", required=True, help="new LMDB folder (or a folder of shards with --shard-size)")
-    y.add_argument("--count", type=int, required=True)
+    y.add_argument("--count", type=_pos_int, required=True)
     y.add_argument("--seed", type=int, default=0)
-    y.add_argument("--workers", type=int, help="render processes (default: all cores)")
-    y.add_argument("--shard-size", type=int, help="samples per LMDB shard")
+    y.add_argument("--workers", type=_nonneg_int, help="render processes (default: all cores)")
+    y.add_argument("--shard-size", type=_pos_int, help="samples per LMDB shard")
 
     w = sub.add_parser("slim", help="training checkpoint -> shippable fp16 weights with their metadata")
     w.add_argument("src")
@@ -129,6 +129,20 @@ def _dataclass_args(p: argparse.ArgumentParser, module: str, name: str) -> None:
         else:
             typ = type(default) if default is not None else str
             p.add_argument(flag, type=typ, default=default, help=f"default: {default}")
+
+
+def _pos_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
 
 
 def _bool(s: str) -> bool:

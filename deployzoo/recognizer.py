@@ -27,6 +27,8 @@ class Recognizer:
 
     def __init__(self, runner, cfg: CrnnPreprocess = CrnnPreprocess(), alphabet: str = ALPHABET,
                  lexicon: Lexicon | None = None, batch_size: int = 32, source: str = "") -> None:
+        if batch_size < 1:
+            raise DeployzooError(f"batch size must be at least 1, got {batch_size}")
         self.runner = runner
         self.cfg = cfg
         self.alphabet = alphabet

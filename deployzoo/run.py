@@ -81,7 +81,7 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
     if data is None:
         if spec.task != "text":
             raise DeployzooError(f"run {model}: give --data (an ImageNet val / Cityscapes folder); see README")
-        data = str(out / "data" / "synth_test")
+        data = str(out / "data" / f"synth_test_{count}_s{SYNTH_TEST_SEED}")
         if not Path(data).exists():
             from deployzoo.data.synth import synth_to_lmdb
 
@@ -90,7 +90,7 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
     if calib_data is None:
         if spec.task != "text":
             raise DeployzooError(f"run {model}: give --calib-data (images apart from --data) for int8 calibration")
-        calib_data = str(out / "data" / "synth_calib")
+        calib_data = str(out / "data" / f"synth_calib_{calib_count}_s{SYNTH_CALIB_SEED}")
         if not Path(calib_data).exists():
             from deployzoo.data.synth import synth_to_lmdb
 
@@ -131,22 +131,36 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
                 row.note = f"not built: {str(e).splitlines()[0][:140]}"
                 log(f"      {row.note}")
                 continue
+            except Exception as e:  # a runtime's own failure: recorded, the other engines still run
+                row.note = f"build failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                log(f"      {row.note}")
+                continue
             from deployzoo.engines.build import open_engine
 
             row.engine = str(path)
-            eng = open_engine(path, expect_model=model, threads=threads)
-            row.accuracy, row.e2e_images_per_s = accuracy(eng)
-            b = benchmark(str(path), batch_size=batch_size, threads=threads, duration=duration, progress=False,
-                          print_table=False)
-            row.images_per_s, row.p50_ms = _tput(b), _p50(b)
-            log(f"[5/5] {backend} {precision}: accuracy {row.accuracy:.4f}, {row.images_per_s:.1f} images/s")
+            try:
+                eng = open_engine(path, expect_model=model, threads=threads)
+                row.accuracy, row.e2e_images_per_s = accuracy(eng)
+                b = benchmark(str(path), batch_size=batch_size, threads=threads, duration=duration, progress=False,
+                              print_table=False)
+                row.images_per_s, row.p50_ms = _tput(b), _p50(b)
+                log(f"[5/5] {backend} {precision}: accuracy {row.accuracy:.4f}, {row.images_per_s:.1f} images/s")
+            except Exception as e:  # one engine failing must not lose the others' rows
+                row.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:140] if str(e) else ''}"
+                log(f"      {row.note}")
+            _write_report(rep, out, t0, threads)
+    _write_report(rep, out, t0, threads)
+    return rep
+
+
+def _write_report(rep: FlowReport, out: Path, t0: float, threads: int) -> None:
+    """report.json and report.md, rewritten (atomically) after every engine so an interrupted run keeps its rows."""
     write_json({**asdict(rep), "seconds": time.perf_counter() - t0}, out / "report.json")
-    text = (f"# deployzoo run {model}\n\nweights: {weights}  \ndata: {data}  \nmachine: {rep.machine}, "
+    text = (f"# deployzoo run {rep.model}\n\nweights: {rep.weights}  \ndata: {rep.data}  \nmachine: {rep.machine}, "
             f"{threads} threads\n\n{rep.table()}\n")
     tmp = out / ".report.md.tmp"
     tmp.write_text(text)
     os.replace(tmp, out / "report.md")
-    return rep
 
 
 def _tput(b: dict) -> float | None:

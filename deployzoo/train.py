@@ -8,6 +8,7 @@ resumed from a checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import time
@@ -262,7 +263,7 @@ class Trainer:
                               self.rank, self.world, shuffle=not self.synthetic)
         workers = self.cfg.workers if self.cfg.workers >= 0 else min(16, max(1, (os.cpu_count() or 2) - 1))
         return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=lambda b: collate(b, self.pre), pin_memory=self.device.type == "cuda",
+                          collate_fn=functools.partial(collate, cfg=self.pre), pin_memory=self.device.type == "cuda",
                           worker_init_fn=worker_init if workers else None,
                           prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
 
@@ -317,7 +318,9 @@ class Trainer:
         main = self.rank == 0
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(__import__("json").dumps(asdict(cfg), indent=2))
+            from deployzoo.evaluation.report import write_json
+
+            write_json(asdict(cfg), self.out / "config.json")
         log_path = self.out / "log.csv"
         fields = ["step", "loss", "lr", "img_per_s", "elapsed_s"]
         t0 = time.perf_counter()
@@ -422,7 +425,11 @@ class _Bar:
 
 def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
     """Training checkpoint -> shippable file: fp16 state dict in meijieru layout plus deployzoo metadata."""
+    from deployzoo.checkpoint import unwrap_state_dict
+    from deployzoo.models.crnn import load_crnn_checkpoint
+
+    load_crnn_checkpoint(crnn(), src)  # refuses anything that is not a CRNN checkpoint, with the reason
     obj = read_checkpoint(src)
-    sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
-    meta = {k: v for k, v in obj.get("deployzoo", {}).items() if k != "train_config"}
+    sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in unwrap_state_dict(obj).items()}
+    meta = {k: v for k, v in (obj.get("deployzoo") or {}).items() if k != "train_config"}
     return atomic_save({"state_dict": sd, "deployzoo": meta}, dst)

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -124,8 +125,14 @@ class Classifier:
         return out  # type: ignore[return-value]
 
     def prepare(self, item: ImageLike, name: str | None = None) -> np.ndarray:
-        """One image -> float32 (3, 224, 224) (``volo_preprocess``)."""
-        return volo_preprocess(load_image(item, "RGB", name=name or describe(item)))
+        """One image -> float32 (3, 224, 224) (``volo_preprocess``). Files are read as the ImageNet eval reads them
+        (timm's loader: no EXIF rotation), so the API and ``deployzoo eval`` agree on every file."""
+        name = name or describe(item)
+        if isinstance(item, (str, os.PathLike)):
+            from deployzoo.data.imagenet import read_rgb
+
+            return volo_preprocess(read_rgb(Path(item), name))
+        return volo_preprocess(load_image(item, "RGB", name=name))
 
     def infer_batch(self, xs: list[np.ndarray]) -> list[Classification]:
         """Pre-processed images -> Classification each (softmax of the logits, top-k by stable descending order)."""
@@ -163,6 +170,12 @@ class Segmenter:
                  random_weights: bool = False) -> None:
         if not scales or any(s <= 0 for s in scales):
             raise DeployzooError(f"scales must be positive ratios, got {list(scales)}")
+        spec = getattr(runner, "input_spec", None) or {}
+        shape = spec.get("shape") or []
+        self.fixed_hw = tuple(shape[-2:]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[-2:]) else None
+        if self.fixed_hw and len(scales) > 1:
+            raise DeployzooError(f"engine {getattr(runner, 'path', '')}: input fixed at {self.fixed_hw[0]}x"
+                                 f"{self.fixed_hw[1]}, so multi-scale testing needs a checkpoint (--checkpoint)")
         self.runner = runner
         self.flip = flip
         self.scales = tuple(float(s) for s in scales)
@@ -199,7 +212,12 @@ class Segmenter:
 
     def prepare(self, rgb: np.ndarray) -> list[np.ndarray]:
         """uint8 RGB (H, W, 3) -> one float32 (3, h, w) input per scale (flipped views are made at run time)."""
-        return [ocrnet_preprocess(rgb, self.test_scale, r) for r in self.scales]
+        views = [ocrnet_preprocess(rgb, self.test_scale, r) for r in self.scales]
+        if self.fixed_hw and views[0].shape[-2:] != self.fixed_hw:
+            raise DeployzooError(f"image {rgb.shape[1]}x{rgb.shape[0]} becomes a {views[0].shape[2]}x{views[0].shape[1]} "
+                                 f"input, but the engine is fixed at {self.fixed_hw[1]}x{self.fixed_hw[0]}: use a "
+                                 "checkpoint, or an engine built for this size")
+        return views
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         t = time.perf_counter()

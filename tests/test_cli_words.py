@@ -107,3 +107,31 @@ def test_bad_checkpoint_and_data_exit_with_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.pth" in err and "truncated or corrupt" in err
     assert main(["eval", "crnn", "--data", str(tmp_path / "nope"), "--checkpoint", str(tmp_path / "bad.pth")]) == 2
+
+
+def test_bad_numbers_and_flags_that_do_not_apply_are_refused(word_folder, crnn_seeded_ckpt, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "crnn", "--data", str(word_folder), "--batch-size", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+    assert main(["eval", "crnn", "--data", str(word_folder), "--checkpoint", str(crnn_seeded_ckpt), "--flip"]) == 2
+    assert "--flip" in capsys.readouterr().err
+
+
+def test_eval_limit_spreads_over_the_set(word_folder, crnn_seeded_ckpt, tmp_path):
+    p = tmp_path / "e.json"
+    assert main(["eval", "crnn", "--data", str(word_folder), "--checkpoint", str(crnn_seeded_ckpt), "--limit", "3",
+                 "--workers", "0", "--json", str(p)]) == 0
+    rep = json.loads(p.read_text())
+    # 9 entries, 3 spread evenly: indices 0, 4, 8; entry 8 is '!!', emptied by normalisation and dropped
+    assert [x["key"] for x in rep["predictions"]] == ["img/0.png", "img/4.png"] and rep["dropped"] == 1
+
+
+def test_slim_accepts_meijieru_files_and_refuses_other_models(crnn_seeded_ckpt, tmp_path, capsys):
+    assert main(["slim", str(crnn_seeded_ckpt), "--out", str(tmp_path / "s.pt")]) == 0
+    rec = deployzoo.load("crnn", checkpoint=tmp_path / "s.pt")
+    assert rec(word_image("abc")).text == deployzoo.load("crnn", checkpoint=crnn_seeded_ckpt)(word_image("abc")).text
+    import torch
+
+    torch.save({"state_dict": {"head.weight": torch.zeros(3, 3)}}, tmp_path / "other.pth")
+    assert main(["slim", str(tmp_path / "other.pth"), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "not a checkpoint of this model" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

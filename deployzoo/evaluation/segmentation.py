@@ -172,7 +172,13 @@ def evaluate_cityscapes(runner, data: str | os.PathLike | CityscapesVal, flip: b
     def flush() -> None:
         t = time.perf_counter()
         inf0 = seg.infer_seconds
-        labels = seg.predict_batch([it.views[0] for it, _ in pending], [it.ori_hw for it, _ in pending])
+        try:
+            labels = seg.predict_batch([it.views[0] for it, _ in pending], [it.ori_hw for it, _ in pending])
+        except DeployzooError as e:  # e.g. a frame whose size a fixed-shape engine cannot take: this batch only
+            for it, dec in pending:
+                record(it, None, dec, 0.0, str(e))
+            pending.clear()
+            return
         share, inf = (time.perf_counter() - t) / len(pending), (seg.infer_seconds - inf0) / len(pending)
         for (it, dec), lab in zip(pending, labels):
             record(it, lab, dec + share, inf, None)
@@ -185,7 +191,11 @@ def evaluate_cityscapes(runner, data: str | os.PathLike | CityscapesVal, flip: b
         if seg.augmented:
             t = time.perf_counter()
             inf0 = seg.infer_seconds
-            labels = seg.predict_views(it.views, it.ori_hw)
+            try:
+                labels = seg.predict_views(it.views, it.ori_hw)
+            except DeployzooError as e:
+                record(it, None, it.decode_s, 0.0, str(e))
+                continue
             record(it, labels, it.decode_s + time.perf_counter() - t, seg.infer_seconds - inf0, None)
             continue
         if pending and pending[0][0].views[0].shape != it.views[0].shape:
@@ -227,9 +237,13 @@ def _r(v) -> float | None:
 def _save(out_dir: Path, key: str, labels: np.ndarray) -> None:
     from PIL import Image
 
+    import os
+
     p = out_dir / f"{key}_pred_labelTrainIds.png"
     p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels, "L").save(p)
+    tmp = p.with_name(f".{p.name}.tmp")
+    Image.fromarray(labels, "L").save(tmp, format="PNG")
+    os.replace(tmp, p)  # never a half-written prediction map
 
 
 def format_report(result: SegmentationResult) -> str:

@@ -18,7 +18,8 @@ from deployzoo.data.words import FolderWordSet, LmdbWordSet, open_word_set
 from deployzoo.errors import DeployzooError
 from deployzoo.evaluation.common import iter_decoded, progress_bar
 from deployzoo.metrics import one_minus_ned
-from deployzoo.process.crnn import batches_by_width
+from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, preprocess
+from deployzoo.process.image import load_image
 from deployzoo.process.text import LabelStats, normalize_label
 from deployzoo.recognizer import Recognizer
 
@@ -36,10 +37,11 @@ class _Item:
 
 
 class _DecodedWords:
-    """Map-style dataset: raw sample -> pre-processed array, run inside DataLoader workers."""
+    """Raw sample -> pre-processed array, run inside DataLoader workers. Holds only the data set and the
+    pre-processing parameters (cheap to send to spawned workers; never the model or an engine session)."""
 
-    def __init__(self, ds: LmdbWordSet | FolderWordSet, rec: Recognizer) -> None:
-        self.ds, self.rec = ds, rec
+    def __init__(self, ds: LmdbWordSet | FolderWordSet, cfg: CrnnPreprocess) -> None:
+        self.ds, self.cfg = ds, cfg
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -51,7 +53,8 @@ class _DecodedWords:
             item.error = s.error
         elif item.norm:  # emptied labels are dropped: no need to decode them
             try:
-                item.x = self.rec.prepare(s.data if s.data is not None else s.path, name=f"{s.key}")
+                gray = load_image(s.data if s.data is not None else s.path, "L", name=s.key)
+                item.x = preprocess(gray, self.cfg)
             except DeployzooError as e:
                 item.error = str(e)
         return item
@@ -81,8 +84,14 @@ class WordEvalResult:
 
 
 def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 64, workers: int | None = None,
-                   progress: bool = True, model: str = "crnn") -> WordEvalResult:
+                   progress: bool = True, model: str = "crnn", limit: int | None = None) -> WordEvalResult:
+    """Evaluate ``rec`` on a word set; ``limit`` evaluates that many samples spread evenly over the set."""
+    from deployzoo.evaluation.classification import subset_indices
+
+    if batch_size < 1:
+        raise DeployzooError(f"batch size must be at least 1, got {batch_size}")
     ds = open_word_set(data)
+    indices = subset_indices(len(ds), limit)
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if len(ds) > 256 else 0
     res = WordEvalResult(model=model, data=str(data), layout=ds.layout)
@@ -92,7 +101,7 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
     infer_s = 0.0
     t0 = time.perf_counter()
 
-    bar = progress_bar(progress, len(ds), Path(data).name, min_total=200)
+    bar = progress_bar(progress, len(indices), Path(data).name, min_total=200)
     try:
         ready: list[_Item] = []
 
@@ -123,7 +132,7 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
             preds[it.index] = p
             bar.advance()
 
-        items = iter_decoded(_DecodedWords(ds, rec).__getitem__, list(range(len(ds))), workers, max(8, batch_size // 2))
+        items = iter_decoded(_DecodedWords(ds, rec.cfg).__getitem__, indices, workers, max(8, batch_size // 2))
         stream = (it for it in items if _keep(it, stats, res, bar))
         for it in stream:
             if it.error is not None:

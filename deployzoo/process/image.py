@@ -40,12 +40,15 @@ def _open_pil(item: ImageLike, name: str) -> Image.Image:
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, (str, os.PathLike)):
-        p = Path(item)
-        if p.is_dir():
-            raise ImageError(f"image {name}: is a directory, not an image file")
-        if not p.exists():
-            raise ImageError(f"image {name}: file not found")
-        data = p.read_bytes()
+        try:
+            p = Path(item)
+            if p.is_dir():
+                raise ImageError(f"image {name}: is a directory, not an image file")
+            if not p.exists():
+                raise ImageError(f"image {name}: file not found")
+            data = p.read_bytes()
+        except OSError as e:
+            raise ImageError(f"image {name}: cannot be read ({e.strerror or e})") from None
     elif isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
     else:
@@ -53,9 +56,11 @@ def _open_pil(item: ImageLike, name: str) -> Image.Image:
     if not data:
         raise ImageError(f"image {name}: file is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"image {name}: {img.width}x{img.height} is larger than {MAX_PIXELS} pixels")
             img.load()  # decode now: truncated files fail here, not later in a worker
     except UnidentifiedImageError as e:
         raise ImageError(f"image {name}: not a recognised image format") from e
@@ -85,17 +90,21 @@ def load_image(item: ImageLike, mode: str = "L", name: str | None = None) -> np.
         img = _array_to_pil(item, name)
     else:
         img = _open_pil(item, name)
-        img = ImageOps.exif_transpose(img) or img
     if img.width == 0 or img.height == 0:
         raise ImageError(f"image {name}: has 0 pixels ({img.width}x{img.height})")
-    img = _to_8bit(img)
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGB" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, img)
-    out = np.asarray(img.convert(mode))
+    try:
+        if not isinstance(item, np.ndarray):
+            img = ImageOps.exif_transpose(img) or img
+        img = _to_8bit(img)
+        if img.mode == "P":
+            img = img.convert("RGBA")
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGB" and "transparency" in img.info):
+            img = img.convert("RGBA")
+            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, img)
+        out = np.asarray(img.convert(mode))
+    except (OSError, ValueError, SyntaxError, TypeError) as e:
+        raise ImageError(f"image {name}: cannot be converted to {mode} ({e})") from e
     return np.ascontiguousarray(out)
 
 
