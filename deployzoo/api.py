@@ -68,6 +68,11 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
              progress: bool = True, limit: int | None = None, label_file: str | None = None, flip: bool = False,
              scales: list[float] | None = None, out_dir: str | None = None) -> int:
     """``deployzoo eval MODEL --data PATH [...]``: the seeds' accuracy report for any model and any weights."""
+    if isinstance(engine, list) and len(engine) > 1:
+        return _evaluate_engines(model, data, engine, batch_size, json_path=json_path, threads=threads,
+                                 workers=workers, limit=limit, lexicon=lexicon, label_file=label_file)
+    if isinstance(engine, list):
+        engine = engine[0]
     task = get_spec(model).task
     tty = progress and sys.stderr.isatty()
     given = {"--lexicon": lexicon, "--label-file": label_file, "--flip": flip or None, "--scales": scales,
@@ -220,4 +225,45 @@ def run(model: str, out: str = "runs/flow", checkpoint: str | None = None, rando
     print(f"weights: {rep.weights}\ndata: {rep.data}\nmachine: {rep.machine}, {rep.threads} threads")
     print(rep.table())
     print(f"report: {Path(out) / 'report.md'}")
+    return 0
+
+
+def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_size: int | None, json_path=None,
+                      threads=None, workers=None, limit=None, lexicon=None, label_file=None) -> int:
+    """Several engines on the same data: the seeds' table, Model | Precision | Backend | Batch | accuracy | img/s."""
+    from deployzoo.engines.build import open_engine
+    from deployzoo.evaluation.report import markdown_table, write_json
+
+    task = get_spec(model).task
+    rows, records = [], []
+    for path in engines:
+        eng = open_engine(path, expect_model=model, threads=threads)
+        if task == "text":
+            from deployzoo.evaluation.words import evaluate_words
+
+            rec = eng.recognizer(lexicon=lexicon, batch_size=batch_size or 64)
+            res = [evaluate_words(rec, d, batch_size=batch_size or 64, workers=workers, progress=False, model=model,
+                                  limit=limit) for d in data]
+            n, correct = sum(r.n for r in res), sum(r.correct for r in res)
+            acc, ips = correct / max(n, 1), n / max(sum(r.seconds for r in res), 1e-9)
+        elif task == "classification":
+            from deployzoo.evaluation.classification import evaluate_imagenet
+
+            r = evaluate_imagenet(eng, data[0], batch_size=batch_size or 32, workers=workers, progress=False,
+                                  limit=limit, label_file=label_file, model=model, source=str(path))
+            n, acc, ips = r.n, r.accuracy, getattr(r, "images_per_s", 0.0)
+        else:
+            from deployzoo.evaluation.segmentation import evaluate_cityscapes
+
+            r = evaluate_cityscapes(eng, data[0], batch_size=batch_size or 1, workers=workers, progress=False,
+                                    limit=limit, model=model, source=str(path), log=lambda *_: None)
+            n, acc, ips = r.n, r.accuracy, getattr(r, "images_per_s", 0.0)
+        rows.append([model, eng.precision, eng.backend, batch_size or eng.fixed_batch or "-", f"{acc:.6f}",
+                     f"{ips:.1f}"])
+        records.append({"engine": str(path), "precision": eng.precision, "backend": eng.backend, "n": n,
+                        "accuracy": acc, "images_per_s": ips})
+    print(markdown_table(["Model", "Precision", "Backend", "Batch", "accuracy", "images/s"], rows,
+                         align="<<<>>>"))
+    if json_path:
+        write_json({"model": model, "data": data, "engines": records}, json_path)
     return 0

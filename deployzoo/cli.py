@@ -28,7 +28,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="model name, e.g. crnn")
     e.add_argument("--data", nargs="+", required=True, action="extend", metavar="PATH",
                    help="LMDB or gt.txt folder; several give one table with a count-weighted total")
-    _weights_args(e)
+    _weights_args(e, multi=True)
     e.add_argument("--batch-size", type=_pos_int, help="default: 64 words, 32 ImageNet images, 1 Cityscapes frame")
     e.add_argument("--lexicon", help="word list for lexicon-constrained decoding (crnn)")
     e.add_argument("--limit", type=_pos_int, help="evaluate N images spread evenly over the set")
@@ -153,11 +153,14 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
-def _weights_args(p: argparse.ArgumentParser, engine: bool = True) -> None:
+def _weights_args(p: argparse.ArgumentParser, engine: bool = True, multi: bool = False) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--checkpoint", metavar="FILE", help="PyTorch checkpoint (crnn default: the shipped weights)")
     if engine:
-        g.add_argument("--engine", metavar="DIR", help="engine directory made by `deployzoo build`")
+        g.add_argument("--engine", metavar="DIR", nargs="+" if multi else None,
+                       help="engine directory made by `deployzoo build`"
+                       + ("; several print the seeds' table (Model | Precision | Backend | Batch | accuracy)" if multi
+                          else ""))
     g.add_argument("--random-weights", action="store_true",
                    help="seeded random weights, for smoke tests only: every output says so")
 

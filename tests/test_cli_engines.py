@@ -75,3 +75,17 @@ def test_one_click_run_smoke(tmp_path, crnn_seeded_ckpt, capsys):
         main(["eval", "crnn", "--data", str(data), *weights, "--workers", "0", "--json", str(tmp_path / "p.json")])
         preds.append([p["pred"] for p in json.loads((tmp_path / "p.json").read_text())["predictions"]])
     assert preds[0] == preds[1] and len(preds[0]) == 24
+
+
+def test_eval_several_engines_prints_the_seeds_table(ort_engine, word_folder, crnn_seeded_ckpt, tmp_path, capsys):
+    int8 = tmp_path / "int8"
+    assert main(["build", "crnn", "--precision", "int8", "--checkpoint", str(crnn_seeded_ckpt), "--calib-data",
+                 str(word_folder), "--out", str(int8)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "crnn", "--data", str(word_folder), "--engine", str(ort_engine), str(int8), "--workers", "0",
+                 "--json", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| Model | Precision" in out and "force_float32" in out and "qint8_mixed_float16" in out
+    rec = json.loads((tmp_path / "t.json").read_text())
+    assert [e["precision"] for e in rec["engines"]] == ["force_float32", "qint8_mixed_float16"]
+    assert all(e["n"] == 8 and 0 <= e["accuracy"] <= 1 for e in rec["engines"])
