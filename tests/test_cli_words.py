@@ -135,3 +135,15 @@ def test_slim_accepts_meijieru_files_and_refuses_other_models(crnn_seeded_ckpt, 
     torch.save({"state_dict": {"head.weight": torch.zeros(3, 3)}}, tmp_path / "other.pth")
     assert main(["slim", str(tmp_path / "other.pth"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "not a checkpoint of this model" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_eval_lmdb_with_decoding_workers(word_folder, crnn_seeded_ckpt, tmp_path):
+    """LMDB environments must survive fork: workers open their own (regression: 'already open in this process')."""
+    convert_word_set(word_folder, tmp_path / "db")
+    res = []
+    for w in ("0", "2", "2"):  # twice with workers: the parent's environment is open before the second fork
+        p = tmp_path / f"{w}.json"
+        assert main(["eval", "crnn", "--data", str(tmp_path / "db"), "--checkpoint", str(crnn_seeded_ckpt),
+                     "--workers", w, "--json", str(p)]) == 0
+        res.append([(x["key"], x["pred"]) for x in json.loads(p.read_text())["predictions"]])
+    assert res[0] == res[1] == res[2] and len(res[0]) == 6

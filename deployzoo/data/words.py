@@ -32,19 +32,30 @@ class RawSample:
     error: str | None = None  # set when the sample itself is broken (missing key, bad line)
 
 
-_ENVS: dict[tuple[int, str], lmdb.Environment] = {}
+_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}
 
 
 def _open_env(path: Path) -> lmdb.Environment:
-    """One read-only environment per (process, path): LMDB forbids opening the same one twice in a process."""
-    key = (os.getpid(), str(path.resolve()))
-    if key not in _ENVS:
+    """One read-only environment per path and process: LMDB forbids opening the same one twice in a process, and
+    an environment must not be used across fork. A forked worker closes its inherited copy (the parent's stays
+    open) and opens its own."""
+    key = str(path.resolve())
+    pid = os.getpid()
+    if key in _ENVS:
+        owner, env = _ENVS[key]
+        if owner == pid:
+            return env
         try:
-            _ENVS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
-                                   max_readers=64, subdir=path.is_dir())
-        except lmdb.Error as e:
-            raise DatasetError(f"LMDB {path}: cannot be opened, corrupt or not an LMDB ({e})") from None
-    return _ENVS[key]
+            env.close()  # the child's copy only
+        except lmdb.Error:
+            pass
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=64,
+                        subdir=path.is_dir())
+    except lmdb.Error as e:
+        raise DatasetError(f"LMDB {path}: cannot be opened, corrupt or not an LMDB ({e})") from None
+    _ENVS[key] = (pid, env)
+    return env
 
 
 class LmdbWordSet:
