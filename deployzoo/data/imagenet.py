@@ -16,15 +16,13 @@ so accuracy matches the published evaluation; a broken image is reported per sam
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ImageOps
 
 from deployzoo.errors import DatasetError, ImageError
 
@@ -310,26 +308,18 @@ class ImageNetVal:
 
 
 def read_rgb(path: Path, name: str, exif_transpose: bool = False) -> np.ndarray:
-    """``Image.open(path).convert('RGB')`` as timm's loader (alpha dropped, not composited), errors as ImageError."""
+    """``Image.open(path).convert('RGB')`` as timm's loader (alpha dropped, not composited), errors as ImageError.
+
+    Reading and decoding are ``deployzoo.process.image``'s (one set of checks and messages); only the conversion
+    rule differs from ``load_image``."""
+    from deployzoo.process.image import _open_pil
+
+    img = _open_pil(path, name)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"image {name}: file not found") from None
-    except OSError as e:
-        raise ImageError(f"image {name}: cannot be read ({e})") from None
-    if not data:
-        raise ImageError(f"image {name}: file is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.load()
-            if exif_transpose:
-                img = ImageOps.exif_transpose(img) or img
-            rgb = np.asarray(img.convert("RGB"))
-    except UnidentifiedImageError:
-        raise ImageError(f"image {name}: not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if exif_transpose:
+            img = ImageOps.exif_transpose(img) or img
+        rgb = np.asarray(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"image {name}: cannot be decoded, truncated or corrupt ({e})") from None
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageError(f"image {name}: has 0 pixels")
