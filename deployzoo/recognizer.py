@@ -14,7 +14,7 @@ from deployzoo.errors import DeployzooError
 from deployzoo.models.crnn import output_length
 from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, pad_batch, preprocess
 from deployzoo.process.ctc import Decoded, Lexicon, greedy_decode
-from deployzoo.process.image import ImageLike, describe, load_image
+from deployzoo.process.image import ImageLike, describe, load_image, prepare_each
 from deployzoo.process.text import ALPHABET
 
 
@@ -58,15 +58,7 @@ class Recognizer:
         return self.recognize([images], raise_errors=True)[0]
 
     def recognize(self, images: list[ImageLike], raise_errors: bool = False) -> list[Decoded]:
-        out: list[Decoded | None] = [None] * len(images)
-        ready: list[tuple[int, np.ndarray]] = []
-        for i, item in enumerate(images):
-            try:
-                ready.append((i, self.prepare(item)))
-            except DeployzooError as e:
-                if raise_errors:
-                    raise
-                out[i] = Decoded("", 0.0, [], error=str(e))
+        out, ready = prepare_each(images, self.prepare, lambda e: Decoded("", 0.0, [], error=e), raise_errors)
         for i, res in zip([i for i, _ in ready], self.infer([x for _, x in ready])):
             out[i] = res
         return out  # type: ignore[return-value]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.errors import DeployzooError
-from deployzoo.process.image import ImageLike, describe, load_image
+from deployzoo.process.image import ImageLike, describe, load_image, prepare_each
 from deployzoo.process.vision import (
     OCRNET_TEST_SCALE_WH,
     ocrnet_preprocess,
@@ -109,15 +109,7 @@ class Classifier:
         return self.classify([images], raise_errors=True)[0]
 
     def classify(self, images: list[ImageLike], raise_errors: bool = False) -> list[Classification]:
-        out: list[Classification | None] = [None] * len(images)
-        ready: list[tuple[int, np.ndarray]] = []
-        for i, item in enumerate(images):
-            try:
-                ready.append((i, self.prepare(item)))
-            except DeployzooError as e:
-                if raise_errors:
-                    raise
-                out[i] = Classification([], error=str(e))
+        out, ready = prepare_each(images, self.prepare, lambda e: Classification([], error=e), raise_errors)
         for a in range(0, len(ready), self.batch_size):
             chunk = ready[a:a + self.batch_size]
             for (i, _), c in zip(chunk, self.infer_batch([x for _, x in chunk])):

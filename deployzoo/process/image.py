@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deployzoo.errors import ImageError
+from deployzoo.errors import DeployzooError, ImageError
 
 ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -67,6 +67,24 @@ def _open_pil(item: ImageLike, name: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"image {name}: cannot be decoded, truncated or corrupt ({e})") from e
     return img
+
+
+def prepare_each(items: list, prepare, on_error, raise_errors: bool = False) -> tuple[list, list]:
+    """Pre-process each item on its own: one unreadable image never takes down the others.
+
+    Returns (out, ready): ``out[i]`` is ``on_error(message)`` for items that failed (None otherwise), ``ready`` the
+    (index, prepared array) pairs to run. With ``raise_errors`` the first failure is raised instead.
+    """
+    out: list = [None] * len(items)
+    ready: list[tuple[int, np.ndarray]] = []
+    for i, item in enumerate(items):
+        try:
+            ready.append((i, prepare(item)))
+        except DeployzooError as e:
+            if raise_errors:
+                raise
+            out[i] = on_error(str(e))
+    return out, ready
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
