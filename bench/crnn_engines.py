@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", nargs="+", required=True, help="word sets to evaluate (gt.txt folders or LMDB)")
     ap.add_argument("--calib-data", help="int8 calibration words (default: render --calib-count synthetic words)")
     ap.add_argument("--calib-count", type=int, default=512)
-    ap.add_argument("--probe-count", type=int, default=256, help="held-out images measuring int8 error")
+    ap.add_argument("--probe-count", type=int, default=512, help="held-out labelled words measuring int8 accuracy loss")
     ap.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help="backend:precision list")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)

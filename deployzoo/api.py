@@ -174,12 +174,13 @@ def slim(src: str, out: str, half: bool = True) -> int:
 
 
 def export(model: str, out: str, checkpoint: str | None = None, random_weights: bool = False, opset: int = 17,
-           data: str | None = None, shape_mutable: bool = True, batch_size: int | None = None) -> int:
+           data: str | None = None, shape_mutable: bool = True, batch_size: int | None = None,
+           input_size: tuple[int, int] | None = None) -> int:
     """``deployzoo export MODEL --out PATH``: ONNX plus the parity table against PyTorch."""
     from deployzoo.export import export_onnx
 
     rep = export_onnx(model, out, checkpoint, random_weights=random_weights, opset=opset, data=data,
-                      shape_mutable=shape_mutable, batch_size=batch_size)
+                      shape_mutable=shape_mutable, batch_size=batch_size, input_size=input_size)
     print(f"wrote {rep.onnx} (opset {rep.opset}, {rep.seconds:.1f} s); max |onnx - torch| = {rep.max_abs_diff:.3g}")
     print(rep.table())
     return 0
@@ -187,13 +188,18 @@ def export(model: str, out: str, checkpoint: str | None = None, random_weights: 
 
 def build(model: str, precision: str, out: str, backend: str = "onnxruntime", checkpoint: str | None = None,
           random_weights: bool = False, calib_data: str | None = None, calib_count: int = 256,
-          shape_mutable: bool = True, batch_size: int | None = None, threads: int | None = None) -> int:
-    """``deployzoo build MODEL --precision P --out DIR``: a verified, self-describing engine directory."""
+          shape_mutable: bool = True, batch_size: int | None = None, threads: int | None = None,
+          probe_count: int | None = None, max_accuracy_drop: float = 0.5, max_disagreement: float = 1.0,
+          input_size: tuple[int, int] | None = None) -> int:
+    """``deployzoo build MODEL --precision P --out DIR``: a verified, self-describing engine directory.
+    The int8 budgets are given here in points / percent (the CLI's units)."""
     from deployzoo.engines.build import build_engine
 
     path = build_engine(model, precision, backend, checkpoint=checkpoint, calib_data=calib_data,
                         calib_count=calib_count, shape_mutable=shape_mutable, batch_size=batch_size, out=out,
-                        random_weights=random_weights, threads=threads, progress=sys.stderr.isatty())
+                        random_weights=random_weights, threads=threads, progress=sys.stderr.isatty(),
+                        probe_count=probe_count, max_accuracy_drop=max_accuracy_drop / 100,
+                        max_disagreement=max_disagreement / 100, input_size=input_size)
     print(f"Generate model done, model save to {path}")
     return 0
 

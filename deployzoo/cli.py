@@ -55,6 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", help="real images for the parity check (a word set for crnn)")
     x.add_argument("--shape-mutable", type=_bool, default=True, help="dynamic batch (and width for crnn)")
     x.add_argument("--batch-size", type=_pos_int, help="fixed batch when --shape-mutable false")
+    x.add_argument("--input-size", type=_hw, metavar="HxW", help="segmentation: export size (default 1024x2048)")
 
     b = sub.add_parser("build", help="build an engine at a precision (as gen_model)")
     b.add_argument("model")
@@ -64,9 +65,19 @@ def make_parser() -> argparse.ArgumentParser:
     _weights_args(b, engine=False)
     b.add_argument("--calib-data", help="real images for int8 calibration (never the test split)")
     b.add_argument("--calib-count", type=_pos_int, default=256)
+    b.add_argument("--probe-count", type=_pos_int,
+                   help="held-out images of --calib-data that measure the int8 error (default 512 crnn, 128 others)")
+    b.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="POINTS",
+                   help="int8 budget on labelled data (crnn word sets): word-accuracy points the int8 engine may "
+                        "lose against float on the probe images (default 0.5)")
+    b.add_argument("--max-disagreement", type=float, default=1.0, metavar="PERCENT",
+                   help="int8 budget on unlabelled images: %% of probe images whose top-1 class / pixel class may "
+                        "differ from float (default 1)")
     b.add_argument("--shape-mutable", type=_bool, default=True)
     b.add_argument("--batch-size", type=_pos_int, help="fixed batch when --shape-mutable false")
     b.add_argument("--threads", type=_pos_int)
+    b.add_argument("--input-size", type=_hw, metavar="HxW",
+                   help="segmentation: the engine's fixed input size (default 1024x2048, Cityscapes frames)")
     b.add_argument("--out", required=True, help="engine directory to create")
 
     n = sub.add_parser("bench", help="latency/throughput of an engine dir or a PyTorch model (as mm_run/ais_bench)")
@@ -143,6 +154,15 @@ def _nonneg_int(s: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
     return v
+
+
+def _hw(s: str) -> tuple[int, int]:
+    parts = s.lower().replace(",", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {s!r}") from None
+    return h, w
 
 
 def _bool(s: str) -> bool:

@@ -19,6 +19,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,30 @@ def load_model(model: str, checkpoint: str | os.PathLike | None = None, random_w
     return m, {**meta, "random_weights": False}
 
 
-def input_spec(model: str, shape_mutable: bool = True, batch_size: int | None = None, meta: dict | None = None) -> dict:
+def input_spec(model: str, shape_mutable: bool = True, batch_size: int | None = None, meta: dict | None = None,
+               input_size: Sequence[int] | None = None) -> dict:
     """The engine's input contract: shape with named dynamic axes, the fixed batch (or None), the output layout.
 
     ``shape_mutable=False`` fixes the batch to ``batch_size`` (default 1); CRNN's width stays dynamic (it follows
-    each image). OCRNet is exported at the spec's 1024 x 2048 (Cityscapes frames), VOLO at 224 x 224.
+    each image). OCRNet is exported at ``input_size`` (H, W), by default the spec's 1024 x 2048 (Cityscapes
+    frames); VOLO-D2 only at 224 x 224 (its position embedding has that grid).
     """
     from deployzoo.specs import get_spec
 
     spec = get_spec(model)
     c, h, w = spec.input_shape
+    if input_size is not None:
+        hw = tuple(int(v) for v in input_size)
+        if spec.task == "text":
+            raise EngineError(f"{model}: the input height is fixed at {h} and the width follows each image; "
+                              "--input-size is for segmentation models")
+        if spec.task != "segmentation" and hw != (h, w):
+            raise EngineError(f"{model}: the input size is fixed at {h}x{w} (H x W); --input-size is for "
+                              "segmentation models")
+        if len(hw) != 2 or min(hw) < 64 or hw[0] % 32 or hw[1] % 32:
+            raise EngineError(f"{model}: input size {'x'.join(map(str, hw))} (H x W): both sides must be multiples "
+                              "of 32 and at least 64 (HRNet downsamples by 32)")
+        h, w = hw
     fixed = None if shape_mutable else int(batch_size or 1)
     if fixed is not None and fixed < 1:
         raise EngineError(f"batch size must be >= 1, got {fixed}")
@@ -390,7 +405,7 @@ class ExportReport:
 def export_onnx(model: str, out: str | os.PathLike, checkpoint: str | os.PathLike | None = None, *,
                 random_weights: bool = False, opset: int = OPSET, shape_mutable: bool = True,
                 batch_size: int | None = None, data: str | os.PathLike | None = None, check: bool = True,
-                module=None, meta: dict | None = None,
+                module=None, meta: dict | None = None, input_size: Sequence[int] | None = None,
                 parity: tuple[list[tuple[str, np.ndarray]], list[np.ndarray]] | None = None) -> ExportReport:
     """Export ``model`` to ONNX and check it against PyTorch in ONNX Runtime.
 
@@ -398,6 +413,7 @@ def export_onnx(model: str, out: str | os.PathLike, checkpoint: str | os.PathLik
         out: a ``.onnx`` file path, or a directory (then ``DIR/<model>.onnx`` and ``DIR/export.json``).
         checkpoint: weights file (default: the shipped weights); ``random_weights`` for smoke runs.
         shape_mutable: dynamic batch (and CRNN width); False fixes the batch to ``batch_size``.
+        input_size: (H, W) of a segmentation export (default the spec's 1024 x 2048).
         data: a word set (CRNN) whose images join the parity inputs.
         check: run the parity check (raises EngineError beyond ``ATOL + RTOL * max|ref|``).
         module, meta: an already loaded model (the engine builder passes its own).
@@ -409,7 +425,7 @@ def export_onnx(model: str, out: str | os.PathLike, checkpoint: str | os.PathLik
     meta = meta or {}
     out = Path(out)
     path = out if out.suffix == ".onnx" else out / f"{model}.onnx"
-    spec = input_spec(model, shape_mutable, batch_size, meta)
+    spec = input_spec(model, shape_mutable, batch_size, meta, input_size)
     pp = preprocess_params(model, meta)
     ck_sha = checkpoint_sha256(meta)
     # written beside the target and renamed only after the parity check passed: no unchecked .onnx at `path`

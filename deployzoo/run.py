@@ -90,11 +90,14 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
     if calib_data is None:
         if spec.task != "text":
             raise DeployzooError(f"run {model}: give --calib-data (images apart from --data) for int8 calibration")
-        calib_data = str(out / "data" / f"synth_calib_{calib_count}_s{SYNTH_CALIB_SEED}")
+        from deployzoo.engines.build import PROBE_COUNT
+
+        n_calib = calib_count + PROBE_COUNT["crnn"]  # calibration words + the held-out words of the int8 budget
+        calib_data = str(out / "data" / f"synth_calib_{n_calib}_s{SYNTH_CALIB_SEED}")
         if not Path(calib_data).exists():
             from deployzoo.data.synth import synth_to_lmdb
 
-            synth_to_lmdb(calib_data, calib_count, seed=SYNTH_CALIB_SEED, progress=False)
+            synth_to_lmdb(calib_data, n_calib, seed=SYNTH_CALIB_SEED, progress=False)
     runner, meta = resolve_runner(model, checkpoint, None, random_weights, threads)
     weights = meta["source"]
     ckpt = None if random_weights else meta.get("checkpoint")

@@ -50,11 +50,15 @@ SUPPORTED = {
     "aoti": ("force_float32", "force_float16", "force_bfloat16"),
 }
 
-#: default number of calibration images, and of held-out images used to measure quantisation error
+#: default number of calibration images, and of held-out images used to measure quantisation error (CRNN word
+#: images are small and labelled, so more of them make the accuracy budget measurable to a fraction of a point)
 CALIB_COUNT = 256
-PROBE_COUNT = 128
-#: default accuracy budget: fraction of held-out images whose decoded output (CRNN text, top-1 class, pixel
-#: class) may differ from the float model's
+PROBE_COUNT = {"crnn": 512, "default": 128}
+#: default accuracy budgets. Labelled probe (CRNN word sets): the int8 engine may lose at most this fraction of
+#: word accuracy against the float engine on the held-out words (0.005 = 0.5 points, the engines issue's budget).
+#: Unlabelled probe (image folders): the fraction of held-out images whose decoded output (top-1 class, pixel
+#: class) may differ from the float model's.
+MAX_ACCURACY_DROP = 0.005
 MAX_DISAGREEMENT = 0.01
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -130,7 +134,7 @@ def _image_files(data: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _vision_preprocess(model: str) -> Callable[[np.ndarray], np.ndarray]:
+def _vision_preprocess(model: str, hw: Sequence[int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     try:
         from deployzoo.process import vision
     except ImportError as e:  # pragma: no cover - the module ships with the package
@@ -145,7 +149,7 @@ def _vision_preprocess(model: str) -> Callable[[np.ndarray], np.ndarray]:
 
         from deployzoo.specs import get_spec
 
-        _, h, w = get_spec(model).input_shape
+        h, w = hw or get_spec(model).input_shape[1:]
 
         def fixed_size(rgb: np.ndarray) -> np.ndarray:
             """The engine's fixed H x W (Cityscapes frames already are: then this is the exact test pipeline)."""
@@ -158,14 +162,19 @@ def _vision_preprocess(model: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _items(model: str, data, n: int, meta: dict, preprocess: Callable | None = None,
-           skip: int = 0) -> list[np.ndarray]:
+           skip: int = 0, hw: Sequence[int] | None = None) -> tuple[list[np.ndarray], list | None]:
+    """Up to ``n`` pre-processed inputs spread over ``data``, and their labels where the data set has them
+    (CRNN word sets: each label as the class indices of its normalised text) or None."""
     if model == "crnn":
         from deployzoo.process.crnn import CrnnPreprocess
+        from deployzoo.process.text import ALPHABET, encode, normalize_label
 
-        return [x for x, _ in _word_items(data, n, CrnnPreprocess.from_dict(meta.get("preprocess", {})), skip)]
+        alphabet = meta.get("alphabet") or ALPHABET
+        pairs = _word_items(data, n, CrnnPreprocess.from_dict(meta.get("preprocess", {})), skip)
+        return [x for x, _ in pairs], [tuple(encode(normalize_label(y, alphabet), alphabet)) for _, y in pairs]
     from deployzoo.process.image import load_image
 
-    fn = preprocess or _vision_preprocess(model)
+    fn = preprocess or _vision_preprocess(model, hw)
     files = _image_files(data)
     out = []
     for i in _spread(len(files), min(len(files), n + skip)):
@@ -175,7 +184,7 @@ def _items(model: str, data, n: int, meta: dict, preprocess: Callable | None = N
             continue
     if not out:
         raise DatasetError(f"calibration data {data}: none of the sampled images could be read")
-    return out
+    return out, None
 
 
 @dataclass
@@ -183,23 +192,26 @@ class Batch:
     x: np.ndarray  # (B, C, H, W) float32
     widths: np.ndarray | None = None  # CRNN: each image's own width before padding
     n: int = 0  # real images in the batch (the rest is tail padding for fixed-batch engines)
+    labels: list | None = None  # ground truth of the first n items, comparable with ``decoded``; None: unlabelled
 
 
 def make_batches(model: str, items: list[np.ndarray], batch_size: int, meta: dict,
-                 fixed_batch: int | None = None) -> list[Batch]:
-    """Pre-processed items -> batches. CRNN groups similar widths and pads (edge replication) as inference does;
-    other models group equal shapes. With ``fixed_batch`` every batch has exactly that size (tail repeated)."""
+                 fixed_batch: int | None = None, labels: list | None = None) -> list[Batch]:
+    """Pre-processed items (and optional labels) -> batches. CRNN groups similar widths and pads (edge
+    replication) as inference does; other models group equal shapes. With ``fixed_batch`` every batch has exactly
+    that size (tail repeated)."""
     from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, pad_batch
 
     bs = fixed_batch or batch_size
     out = []
     if model == "crnn":
         cfg = CrnnPreprocess.from_dict(meta.get("preprocess", {}))
-        for chunk in batches_by_width(items, lambda x: x.shape[-1], bs, pool_batches=1 << 30):
-            n = len(chunk)
+        for idx in batches_by_width(range(len(items)), lambda i: items[i].shape[-1], bs, pool_batches=1 << 30):
+            n = len(idx)
+            chunk = [items[i] for i in idx]
             chunk = chunk + [chunk[-1]] * ((fixed_batch or n) - n)
             x, widths = pad_batch(chunk, cfg)
-            out.append(Batch(x, widths, n))
+            out.append(Batch(x, widths, n, None if labels is None else [labels[i] for i in idx]))
     else:
         by_shape: dict[tuple, list[np.ndarray]] = {}
         for x in items:
@@ -225,7 +237,7 @@ def calibration_inputs(model: str, data_path: str | os.PathLike, count: int = CA
     Returns (B, C, H, W) float32 batches covering ``count`` images spread evenly over the data set.
     """
     meta = meta or {}
-    items = _items(model, data_path, count, meta, preprocess)
+    items, _ = _items(model, data_path, count, meta, preprocess)
     return [b.x for b in uniform_batches(model, items, batch_size, meta, fixed_batch)]
 
 
@@ -245,14 +257,47 @@ def uniform_batches(model: str, items: list[np.ndarray], batch_size: int, meta: 
 
 @dataclass
 class QuantBudget:
-    """Accuracy budget of an int8 build, measured against the float model on held-out images."""
+    """Accuracy budget of an int8 build, measured against the float model on held-out images.
 
-    max_disagreement: float = MAX_DISAGREEMENT  # decoded text / top-1 / pixel class differs from float
-    max_rel_l2: float | None = None  # optional bound on ||q - f|| / ||f|| of the raw outputs
+    On a labelled probe (``measure`` returns ``accuracy_drop``) the criterion is the accuracy the int8 model
+    loses against the float model on the same images, at most ``max_accuracy_drop`` (a fraction: 0.005 = 0.5
+    points); outputs that change but stay right (or wrong) cost nothing. On an unlabelled probe it is the fraction
+    of images whose decoded output differs from the float model's, at most ``max_disagreement``. Either can be
+    set to None to switch it off; ``max_rel_l2`` optionally bounds ||q - f|| / ||f|| of the raw outputs as well.
+    """
+
+    max_disagreement: float | None = MAX_DISAGREEMENT  # decoded text / top-1 / pixel class differs from float
+    max_rel_l2: float | None = None
+    max_accuracy_drop: float | None = MAX_ACCURACY_DROP
+
+    def criterion(self, m: dict) -> str:
+        if self.max_accuracy_drop is not None and m.get("accuracy_drop") is not None:
+            return "accuracy_drop"
+        return "disagreement" if self.max_disagreement is not None else "none"
 
     def met(self, m: dict) -> bool:
-        return m["disagreement"] <= self.max_disagreement + 1e-12 and (
-            self.max_rel_l2 is None or m["rel_l2"] <= self.max_rel_l2)
+        c = self.criterion(m)
+        ok = {"accuracy_drop": lambda: m["accuracy_drop"] <= self.max_accuracy_drop + 1e-12,
+              "disagreement": lambda: m["disagreement"] <= self.max_disagreement + 1e-12,
+              "none": lambda: True}[c]()
+        return ok and (self.max_rel_l2 is None or m["rel_l2"] <= self.max_rel_l2)
+
+    def describe(self, m: dict) -> str:
+        """The measured number the budget looks at, and its bound, for logs."""
+        if self.criterion(m) == "accuracy_drop":
+            return (f"accuracy {m['accuracy']:.2%} vs float {m['reference_accuracy']:.2%} "
+                    f"(drop {m['accuracy_drop'] * 100:+.2f} points, budget {self.max_accuracy_drop * 100:.2f})")
+        bound = "" if self.max_disagreement is None else f", budget {self.max_disagreement:.2%}"
+        return f"disagreement {m['disagreement']:.2%}{bound}, rel L2 {m['rel_l2']:.4f}"
+
+    def error_key(self, m: dict) -> tuple:
+        """Sort key, smallest error first, for choosing between calibration methods or presets."""
+        lead = m["accuracy_drop"] if self.criterion(m) == "accuracy_drop" else 0.0
+        return (lead, m["disagreement"], m["rel_l2"])
+
+    def as_dict(self) -> dict:
+        return {"max_accuracy_drop": self.max_accuracy_drop, "max_disagreement": self.max_disagreement,
+                "max_rel_l2": self.max_rel_l2}
 
 
 def decoded(model: str, out: np.ndarray, widths: np.ndarray | None, n: int) -> list:
@@ -280,6 +325,8 @@ def measure(model: str, run: Callable[[np.ndarray], np.ndarray], probe: list[Bat
     n = differ = 0
     num = den = 0.0
     max_abs = 0.0
+    labelled = bool(probe) and all(b.labels is not None for b in probe)
+    n_lab = right_q = right_f = 0
     for b, ref in zip(probe, reference):
         out = run(b.x)
         d = (out - ref).astype(np.float64)
@@ -294,8 +341,25 @@ def measure(model: str, run: Callable[[np.ndarray], np.ndarray], probe: list[Bat
             else:
                 n += 1
                 differ += a != r
-    return {"disagreement": differ / max(n, 1), "rel_l2": (num / max(den, 1e-30)) ** 0.5, "max_abs_diff": max_abs,
-            "count": n}
+        if labelled:
+            for a, r, y in zip(q, f, b.labels):
+                n_lab += 1
+                right_q += a == y
+                right_f += r == y
+    res = {"disagreement": differ / max(n, 1), "rel_l2": (num / max(den, 1e-30)) ** 0.5, "max_abs_diff": max_abs,
+           "count": n}
+    if labelled:
+        acc, ref_acc = right_q / max(n_lab, 1), right_f / max(n_lab, 1)
+        res.update(accuracy=acc, reference_accuracy=ref_acc, accuracy_drop=ref_acc - acc, labelled=n_lab)
+    return res
+
+
+def _float_itself(m: dict) -> dict:
+    """The numbers of the float model against itself (every layer kept float)."""
+    out = {**m, "disagreement": 0.0, "rel_l2": 0.0, "max_abs_diff": 0.0}
+    if "accuracy_drop" in m:
+        out.update(accuracy=m["reference_accuracy"], accuracy_drop=0.0)
+    return out
 
 
 def choose_float_nodes(candidates: Sequence[str], make: Callable[[set[str]], Callable], model: str,
@@ -315,7 +379,7 @@ def choose_float_nodes(candidates: Sequence[str], make: Callable[[set[str]], Cal
     cands = list(candidates)
     t0 = time.perf_counter()
     full = measure(model, make(set(cands)), probe, reference)
-    log(f"all {len(cands)} layers int8: disagreement {full['disagreement']:.2%}, rel L2 {full['rel_l2']:.4f}")
+    log(f"all {len(cands)} layers int8: {budget.describe(full)}")
     sens: dict[str, dict] = {}
     if measure_each is None:
         measure_each = len(cands) <= 32
@@ -331,12 +395,11 @@ def choose_float_nodes(candidates: Sequence[str], make: Callable[[set[str]], Cal
     while not budget.met(cur) and len(floats) < len(cands):
         floats.append(order[len(floats)])
         q = set(cands) - set(floats)
-        cur = measure(model, make(q), probe, reference) if q else {**full, "disagreement": 0.0, "rel_l2": 0.0,
-                                                                     "max_abs_diff": 0.0}
+        cur = measure(model, make(q), probe, reference) if q else _float_itself(full)
         steps.append({"float_nodes": list(floats), **cur})
-        log(f"  keep {floats[-1]} float -> disagreement {cur['disagreement']:.2%}, rel L2 {cur['rel_l2']:.4f}")
+        log(f"  keep {floats[-1]} float -> {budget.describe(cur)}")
     return {"candidates": cands, "float_nodes": floats, "quantized_nodes": [c for c in cands if c not in floats],
-            "budget": {"max_disagreement": budget.max_disagreement, "max_rel_l2": budget.max_rel_l2},
+            "budget": {**budget.as_dict(), "criterion": budget.criterion(full)},
             "budget_met": budget.met(cur), "all_int8": full, "final": cur,
             "sensitivity_alone_int8": sens, "steps": steps, "probe_images": sum(b.n for b in probe),
             "seconds": round(time.perf_counter() - t0, 2)}
@@ -374,6 +437,12 @@ class BuildContext:
     def short(self) -> str:
         return SHORT[self.precision]
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) when the engine's height and width are fixed (VOLO, OCRNet), else None (CRNN: dynamic width)."""
+        hw = self.spec["shape"][2:]
+        return tuple(hw) if all(isinstance(d, int) for d in hw) else None
+
     def parity(self) -> tuple[list[tuple[str, np.ndarray]], list[np.ndarray]]:
         """Parity inputs (seeded shapes + real images) and their PyTorch outputs, computed once per build."""
         if self._parity is None:
@@ -403,7 +472,7 @@ class BuildContext:
 
         rep = export_onnx(self.model, path, module=self.module, meta=self.meta,
                           shape_mutable=self.spec["fixed_batch"] is None, batch_size=self.spec["fixed_batch"],
-                          opset=self.opset, parity=self.parity())
+                          opset=self.opset, parity=self.parity(), input_size=self.input_size)
         self.log(f"exported ONNX opset {self.opset}, parity vs PyTorch max |diff| {rep.max_abs_diff:.2e}")
         return {"max_abs_diff": rep.max_abs_diff, "inputs": len(rep.parity), "opset": self.opset,
                 "exporter": "torch.onnx TorchScript exporter (see deployzoo.export)"}
@@ -424,10 +493,11 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
                  checkpoint: str | os.PathLike | None = None, calib_data: str | os.PathLike | None = None,
                  calib_count: int = CALIB_COUNT, shape_mutable: bool = True, batch_size: int | None = None,
                  out: str | os.PathLike | None = None, random_weights: bool = False, threads: int | None = None,
-                 progress: bool = True, *, probe_count: int = PROBE_COUNT,
-                 max_disagreement: float = MAX_DISAGREEMENT, max_rel_l2: float | None = None,
+                 progress: bool = True, *, probe_count: int | None = None,
+                 max_accuracy_drop: float | None = MAX_ACCURACY_DROP,
+                 max_disagreement: float | None = MAX_DISAGREEMENT, max_rel_l2: float | None = None,
                  calib_method: str = "auto", preprocess: Callable | None = None, opset: int = 17,
-                 options: dict | None = None) -> Path:
+                 input_size: Sequence[int] | None = None, options: dict | None = None) -> Path:
     """Build an engine directory (model file(s) + manifest.json) and return its path.
 
     Args:
@@ -436,14 +506,18 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
         backend: onnxruntime (default), openvino, aoti.
         checkpoint: weights file (default: shipped weights); ``random_weights`` for smoke runs only.
         calib_data: real images for int8 calibration (word set for CRNN, image folder for the others); required
-            for int8. ``calib_count`` images calibrate, ``probe_count`` other images measure the error.
+            for int8. ``calib_count`` images calibrate, ``probe_count`` other images (default 512 word images for
+            CRNN, 128 otherwise) measure the error.
         shape_mutable, batch_size: dynamic batch, or a batch fixed to ``batch_size``.
         out: the engine directory (default ``engines/<model>-<backend>-<precision>``); replaced if it is an engine.
         threads: intra-op threads used while building and measuring.
-        max_disagreement, max_rel_l2: the int8 accuracy budget (fraction of probe images decoded differently
-            from the float model; optional relative L2 bound on raw outputs).
+        max_accuracy_drop, max_disagreement, max_rel_l2: the int8 accuracy budget (see ``QuantBudget``): on a
+            labelled probe (CRNN word sets) at most ``max_accuracy_drop`` word accuracy lost against the float
+            model (0.005 = 0.5 points); on unlabelled images at most ``max_disagreement`` of the probe decoded
+            differently from the float model; optional relative L2 bound on raw outputs.
         calib_method: int8 calibration: minmax, entropy, percentile, or auto (measure each, keep the best).
         preprocess: VOLO/OCRNet calibration hook, uint8 RGB (H, W, 3) -> float32 (3, H, W).
+        input_size: (H, W) of a segmentation engine (default the spec's 1024 x 2048); fixed in the engine.
         options: backend-specific options (see each backend module).
     """
     from deployzoo.engines.manifest import EngineWriter, host_info, library_versions, now_iso
@@ -465,24 +539,32 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
     mod = _backend_module(backend)  # fail early (clear message) when the backend is not installed
     out = Path(out) if out is not None else default_out(model, backend, precision)
     module, meta = load_model(model, checkpoint, random_weights)
-    spec = input_spec(model, shape_mutable, batch_size, meta)
+    spec = input_spec(model, shape_mutable, batch_size, meta, input_size)
 
     with EngineWriter(out) as w:
         ctx = BuildContext(model, precision, backend, module, meta, spec, w.dir, threads,
-                           budget=QuantBudget(max_disagreement, max_rel_l2),
+                           budget=QuantBudget(max_disagreement, max_rel_l2, max_accuracy_drop),
                            options={"calib_method": calib_method, **(options or {})}, progress=progress, opset=opset)
         if precision == "qint8_mixed_float16":
+            if probe_count is None:
+                probe_count = PROBE_COUNT.get(model, PROBE_COUNT["default"])
             n_probe = max(1, int(probe_count))
-            items = _items(model, calib_data, calib_count + n_probe, meta, preprocess)
-            # held-out probe: every k-th image of the spread sample, disjoint from the calibration images
-            k = max(2, round(len(items) / n_probe)) if len(items) > 1 else 1
-            probe_items = items[k - 1 :: k][:n_probe] if len(items) > 1 else items
-            calib_items = [x for i, x in enumerate(items) if (i % k != k - 1 or len(items) == 1)][:calib_count]
+            items, labels = _items(model, calib_data, calib_count + n_probe, meta, preprocess,
+                                   hw=ctx.input_size if model != "crnn" else None)
+            # held-out probe spread over the sample, disjoint from the calibration images (in proportion when the
+            # set has fewer images than asked for; a one-image set serves both)
+            n = len(items)
+            n_p = min(max(1, round(n * n_probe / (n_probe + calib_count))), n - 1) if n > 1 else 1
+            probe_idx = set(_spread(n, n_p))
+            probe_items = [items[i] for i in sorted(probe_idx)]
+            probe_labels = None if labels is None else [labels[i] for i in sorted(probe_idx)]
+            calib_items = [x for i, x in enumerate(items) if i not in probe_idx or n == 1][:calib_count]
             bs = 32 if model == "crnn" else 8
             ctx.calib = uniform_batches(model, calib_items, bs, meta, spec["fixed_batch"])
-            ctx.probe = make_batches(model, probe_items, bs, meta, spec["fixed_batch"])
+            ctx.probe = make_batches(model, probe_items, bs, meta, spec["fixed_batch"], probe_labels)
             ctx.calib_info = {"data": str(calib_data), "images": len(calib_items), "probe_images": len(probe_items),
-                              "batches": len(ctx.calib), "preprocess": "same as inference (see preprocess)"}
+                              "batches": len(ctx.calib), "probe_labelled": probe_labels is not None,
+                              "preprocess": "same as inference (see preprocess)"}
             ctx.log(f"calibration: {len(calib_items)} images from {calib_data}, {len(probe_items)} held out to "
                     "measure the error")
         built = mod.build(ctx)

@@ -185,9 +185,8 @@ def _int8(ctx, model, hint: str):
         t = time.perf_counter()
         results[p] = {**measure(ctx.model, OvRunner(quantize(p, set(cands)), config, ctx.threads), ctx.probe,
                                 reference), "seconds": round(time.perf_counter() - t, 2)}
-        ctx.log(f"NNCF preset {p}: all layers int8 -> disagreement {results[p]['disagreement']:.2%}, "
-                f"rel L2 {results[p]['rel_l2']:.4f}")
-    preset = min(tried, key=lambda p: (results[p]["disagreement"], results[p]["rel_l2"]))
+        ctx.log(f"NNCF preset {p}: all layers int8 -> {ctx.budget.describe(results[p])}")
+    preset = min(tried, key=lambda p: ctx.budget.error_key(results[p]))
     choice = choose_float_nodes(cands, lambda q: OvRunner(quantize(preset, q), config, ctx.threads), ctx.model,
                                 ctx.probe, reference, ctx.budget, ctx.log, ctx.options.get("measure_each"))
     final = quantize(preset, set(choice["quantized_nodes"]))

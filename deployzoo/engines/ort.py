@@ -304,9 +304,8 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
         t = time.perf_counter()
         calib_results[m] = {**measure(ctx.model, runner(quantize(m, set(cands))), ctx.probe, reference),
                             "seconds": round(time.perf_counter() - t, 2)}
-        ctx.log(f"calibration {m}: all layers int8 -> disagreement {calib_results[m]['disagreement']:.2%}, "
-                f"rel L2 {calib_results[m]['rel_l2']:.4f}")
-    method = min(tried, key=lambda m: (calib_results[m]["disagreement"], calib_results[m]["rel_l2"]))
+        ctx.log(f"calibration {m}: all layers int8 -> {ctx.budget.describe(calib_results[m])}")
+    method = min(tried, key=lambda m: ctx.budget.error_key(calib_results[m]))
     ctx.log(f"calibration method: {method} (lowest error on the held-out images)")
 
     choice = choose_float_nodes(cands, lambda q: runner(quantize(method, q)), ctx.model, ctx.probe,
@@ -318,7 +317,7 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
     if not int8_nodes:
         ctx.log("WARNING: the budget needs every layer in float; this int8 engine computes in float32")
     ctx.log(f"int8 layers: {len(int8_nodes)} of {len(cands)}; float: {choice['float_nodes'] or 'none'}; "
-            f"final disagreement {choice['final']['disagreement']:.2%} (budget {ctx.budget.max_disagreement:.2%})")
+            f"final: {ctx.budget.describe(choice['final'])}")
     return {"scheme": "static int8 QDQ (onnxruntime.quantization.quantize_static)", **settings,
             "calibration": {**ctx.calib_info, "method": method, "tried": calib_results},
             **choice, "node_types": {c: op_of[c] for c in cands}, "int8_nodes": int8_nodes,
