@@ -467,3 +467,23 @@ def test_choose_float_nodes_keeps_the_most_sensitive_until_the_budget_is_met():
     assert res["all_int8"]["rel_l2"] == pytest.approx(0.075, rel=1e-5)
     assert res["final"]["rel_l2"] == pytest.approx(0.005, rel=1e-5)
     assert [s["float_nodes"] for s in res["steps"]] == [[], ["c"], ["c", "a"]]
+
+
+def test_many_candidates_are_measured_in_contiguous_groups():
+    """40 fake layers, only 'l37' hurts: with max_units 8 the search measures 8 groups of 5, keeps the group that
+    holds l37 float and quantises the other 35 layers."""
+    cands = [f"l{i:02d}" for i in range(40)]
+    ref = [np.ones((3, 2, 5), np.float32)]
+    probe = [Batch(np.zeros((2, 1, 32, 8), np.float32), np.array([8, 8]), 2)]
+    calls = []
+
+    def make(q):
+        calls.append(len(q))
+        return lambda x: ref[0] * (1 + (0.05 if "l37" in q else 0.0) + 0.0001 * len(q))
+
+    res = choose_float_nodes(cands, make, "crnn", probe, ref, QuantBudget(max_disagreement=1.0, max_rel_l2=0.01),
+                             max_units=8)
+    assert len(res["units"]) == 8 and all(len(g) == 5 for g in res["units"].values())
+    assert res["float_units"] == ["l35 .. l39 (5 layers)"] and res["float_nodes"] == [f"l{i}" for i in range(35, 40)]
+    assert len(res["quantized_nodes"]) == 35 and res["budget_met"]
+    assert len(calls) == 1 + 8 + 1  # all int8, each group alone, then with the worst group float

@@ -362,43 +362,62 @@ def _float_itself(m: dict) -> dict:
     return out
 
 
+#: at most this many separately measured units: larger candidate lists are split into contiguous groups
+MAX_UNITS = 32
+
+
+def _units(cands: list[str], max_units: int) -> dict[str, list[str]]:
+    """Candidates as measured units: one each, or (more than ``max_units``) that many contiguous groups in graph
+    order, so a 171-layer VOLO-D2 costs 32 quantise + evaluate runs, not 171."""
+    if len(cands) <= max_units:
+        return {c: [c] for c in cands}
+    groups = [list(g) for g in np.array_split(np.array(cands, dtype=object), max_units)]
+    return {f"{g[0]} .. {g[-1]} ({len(g)} layers)": g for g in groups}
+
+
 def choose_float_nodes(candidates: Sequence[str], make: Callable[[set[str]], Callable], model: str,
                        probe: list[Batch], reference: list[np.ndarray], budget: QuantBudget,
-                       log: Callable[[str], None] = lambda s: None, measure_each: bool | None = None) -> dict:
+                       log: Callable[[str], None] = lambda s: None, measure_each: bool | None = None,
+                       max_units: int = MAX_UNITS) -> dict:
     """Pick the layers to keep in float by measured sensitivity.
 
     1. quantise every candidate and measure the error on the probe set;
-    2. for each candidate, quantise it alone (all others float) and measure (its sensitivity);
-    3. while the budget is not met, keep the most sensitive remaining candidate in float and measure again.
+    2. for each unit (a candidate, or with more than ``max_units`` candidates a contiguous group of them), quantise
+       it alone (all others float) and measure (its sensitivity);
+    3. while the budget is not met, keep the most sensitive remaining unit in float and measure again.
 
     ``make(quantized_nodes) -> run`` builds a runnable model with exactly those nodes quantised.
     ``measure_each``: step 2 even when everything int8 already meets the budget (for the record); default: when
-    there are at most 32 candidates (CRNN has 9; VOLO-D2's 171 would take one quantise + evaluate run each).
-    Returns the float nodes, the per-node numbers and every step, for the manifest.
+    every unit is a single candidate (CRNN has 9).
+    Returns the float nodes, the per-unit numbers and every step, for the manifest.
     """
     cands = list(candidates)
+    units = _units(cands, max_units)
     t0 = time.perf_counter()
     full = measure(model, make(set(cands)), probe, reference)
     log(f"all {len(cands)} layers int8: {budget.describe(full)}")
     sens: dict[str, dict] = {}
     if measure_each is None:
-        measure_each = len(cands) <= 32
+        measure_each = len(units) == len(cands)
     if measure_each or not budget.met(full):
-        for i, c in enumerate(cands):
-            sens[c] = measure(model, make({c}), probe, reference)
-            log(f"  [{i + 1}/{len(cands)}] {c} alone int8: disagreement {sens[c]['disagreement']:.2%}, "
-                f"rel L2 {sens[c]['rel_l2']:.4f}")
-    order = sorted(cands, key=lambda c: (sens[c]["disagreement"], sens[c]["rel_l2"]), reverse=True) if sens else []
+        for i, (u, nodes) in enumerate(units.items()):
+            sens[u] = measure(model, make(set(nodes)), probe, reference)
+            log(f"  [{i + 1}/{len(units)}] {u} alone int8: disagreement {sens[u]['disagreement']:.2%}, "
+                f"rel L2 {sens[u]['rel_l2']:.4f}")
+    order = sorted(units, key=lambda u: (sens[u]["disagreement"], sens[u]["rel_l2"]), reverse=True) if sens else []
+    float_units: list[str] = []
     floats: list[str] = []
     steps = [{"float_nodes": [], **full}]
     cur = full
-    while not budget.met(cur) and len(floats) < len(cands):
-        floats.append(order[len(floats)])
+    while not budget.met(cur) and len(float_units) < len(units):
+        float_units.append(order[len(float_units)])
+        floats += units[float_units[-1]]
         q = set(cands) - set(floats)
         cur = measure(model, make(q), probe, reference) if q else _float_itself(full)
         steps.append({"float_nodes": list(floats), **cur})
-        log(f"  keep {floats[-1]} float -> {budget.describe(cur)}")
+        log(f"  keep {float_units[-1]} float -> {budget.describe(cur)}")
     return {"candidates": cands, "float_nodes": floats, "quantized_nodes": [c for c in cands if c not in floats],
+            "units": None if len(units) == len(cands) else units, "float_units": float_units,
             "budget": {**budget.as_dict(), "criterion": budget.criterion(full)},
             "budget_met": budget.met(cur), "all_int8": full, "final": cur,
             "sensitivity_alone_int8": sens, "steps": steps, "probe_images": sum(b.n for b in probe),
