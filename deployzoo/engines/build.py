@@ -175,11 +175,19 @@ def _items(model: str, data, n: int, meta: dict, preprocess: Callable | None = N
     from deployzoo.process.image import load_image
 
     fn = preprocess or _vision_preprocess(model, hw)
+    if model == "volo_d2":  # read as the ImageNet eval reads (timm's loader, no EXIF rotation): same inputs
+        from deployzoo.data.imagenet import read_rgb
+
+        def read(f: Path) -> np.ndarray:
+            return read_rgb(f, str(f))
+    else:
+        def read(f: Path) -> np.ndarray:
+            return load_image(f, "RGB")
     files = _image_files(data)
     out = []
     for i in _spread(len(files), min(len(files), n + skip)):
         try:
-            out.append(np.asarray(fn(load_image(files[i], "RGB")), dtype=np.float32))
+            out.append(np.asarray(fn(read(files[i])), dtype=np.float32))
         except DeployzooError:
             continue
     if not out:
