@@ -271,7 +271,10 @@ def main(argv=None) -> int:
         if m.get("quantization"):
             q = m["quantization"]
             row["int8"] = {"float_nodes": q["float_nodes"], "calibration": q["calibration"].get("method") or q.get("preset"),
-                           "probe_disagreement": q["final"]["disagreement"], "probe_rel_l2": q["final"]["rel_l2"]}
+                           "probe_disagreement": q["final"]["disagreement"], "probe_rel_l2": q["final"]["rel_l2"],
+                           "probe_accuracy_drop": q["final"].get("accuracy_drop"),
+                           "budget": q["budget"], "int8_layers": len(q["quantized_nodes"]),
+                           "layers": len(q["candidates"])}
         print(f"  evaluating {name} ...", file=sys.stderr)
         row["accuracy"] = evaluate(eng, m["preprocess"], m["alphabet"], a.data, a.batch_size)
         runners[name] = eng

@@ -188,8 +188,9 @@ def build_all(model: str, ckpt: str, engines: list[tuple[str, str]], out_dir: Pa
     budget = ({"max_disagreement": a.int8_disagreement, "max_rel_l2": None} if a.int8_disagreement is not None
               else {"max_disagreement": None, "max_rel_l2": a.int8_rel_l2})
     for backend, precision in engines:
-        name = f"{backend}/{SHORT.get(normalize_precision(precision), precision)}"
+        name = f"{backend}/{precision}"
         try:
+            name = f"{backend}/{SHORT[normalize_precision(precision)]}"
             normalize_precision(precision, backend)
         except DeployzooError as e:
             built[name] = {"not_built": str(e).splitlines()[0]}

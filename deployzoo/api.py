@@ -192,14 +192,20 @@ def build(model: str, precision: str, out: str, backend: str = "onnxruntime", ch
           probe_count: int | None = None, max_accuracy_drop: float = 0.5, max_disagreement: float = 1.0,
           input_size: tuple[int, int] | None = None) -> int:
     """``deployzoo build MODEL --precision P --out DIR``: a verified, self-describing engine directory.
-    The int8 budgets are given here in points / percent (the CLI's units)."""
+    The int8 budgets are given here in points / percent (the CLI's units); None switches one off."""
     from deployzoo.engines.build import build_engine
+
+    for what, v in (("--max-accuracy-drop", max_accuracy_drop), ("--max-disagreement", max_disagreement)):
+        if v is not None and not 0 <= v <= 100:
+            raise DeployzooError(f"build: {what} must be between 0 and 100, got {v}")
 
     path = build_engine(model, precision, backend, checkpoint=checkpoint, calib_data=calib_data,
                         calib_count=calib_count, shape_mutable=shape_mutable, batch_size=batch_size, out=out,
                         random_weights=random_weights, threads=threads, progress=sys.stderr.isatty(),
-                        probe_count=probe_count, max_accuracy_drop=max_accuracy_drop / 100,
-                        max_disagreement=max_disagreement / 100, input_size=input_size)
+                        probe_count=probe_count,
+                        max_accuracy_drop=None if max_accuracy_drop is None else max_accuracy_drop / 100,
+                        max_disagreement=None if max_disagreement is None else max_disagreement / 100,
+                        input_size=input_size)
     print(f"Generate model done, model save to {path}")
     return 0
 

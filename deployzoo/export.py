@@ -100,8 +100,9 @@ def input_spec(model: str, shape_mutable: bool = True, batch_size: int | None = 
             "output": {"name": OUTPUT_NAME, "shape": out, "batch_axis": batch_axis}}
 
 
-def preprocess_params(model: str, meta: dict) -> dict:
-    """What a caller needs to feed the engine: for CRNN the CrnnPreprocess dict and the alphabet."""
+def preprocess_params(model: str, meta: dict, input_size: Sequence[int] | None = None) -> dict:
+    """What a caller needs to feed the engine: for CRNN the CrnnPreprocess dict and the alphabet; for OCRNet the
+    test Resize box, which is the engine's (W, H) when it was built at another ``input_size``."""
     if model == "crnn":
         from deployzoo.process.crnn import CrnnPreprocess
         from deployzoo.process.text import ALPHABET
@@ -119,7 +120,8 @@ def preprocess_params(model: str, meta: dict) -> dict:
         from deployzoo.models import ocrnet
 
         return {"preprocess": {"function": "deployzoo.process.vision.ocrnet_preprocess",
-                               "scale_wh": list(ocrnet.TEST_SCALE_WH), "keep_ratio": ocrnet.TEST_KEEP_RATIO,
+                               "scale_wh": [int(input_size[1]), int(input_size[0])] if input_size
+                               else list(ocrnet.TEST_SCALE_WH), "keep_ratio": ocrnet.TEST_KEEP_RATIO,
                                "mean": list(ocrnet.PIXEL_MEAN_RGB), "std": list(ocrnet.PIXEL_STD_RGB), "color": "RGB",
                                "output_stride": ocrnet.OUTPUT_STRIDE}}
     return {"preprocess": {}}
@@ -426,7 +428,7 @@ def export_onnx(model: str, out: str | os.PathLike, checkpoint: str | os.PathLik
     out = Path(out)
     path = out if out.suffix == ".onnx" else out / f"{model}.onnx"
     spec = input_spec(model, shape_mutable, batch_size, meta, input_size)
-    pp = preprocess_params(model, meta)
+    pp = preprocess_params(model, meta, input_size)
     ck_sha = checkpoint_sha256(meta)
     # written beside the target and renamed only after the parity check passed: no unchecked .onnx at `path`
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

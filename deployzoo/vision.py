@@ -154,11 +154,13 @@ class Segmenter:
 
     ``seg(img)`` -> uint8 (H, W) train ids at the image's size; ``seg([img, ...])`` -> list of Segmentation.
     ``flip`` and ``scales`` turn on mmseg's test-time augmentation (softmax averaged over the views);
-    ``test_scale`` is the test Resize box (w, h), ``None`` to feed images at their own size.
+    ``test_scale`` is the test Resize box (w, h), ``None`` to feed images at their own size; ``"auto"`` (default):
+    mmseg's (2048, 1024), or the (w, h) of an engine built at a fixed size (``--input-size``), so a Cityscapes frame
+    is resized, keeping its ratio, to exactly what the engine takes.
     """
 
     def __init__(self, runner, flip: bool = False, scales: Sequence[float] = (1.0,),
-                 test_scale: tuple[int, int] | None = OCRNET_TEST_SCALE_WH, source: str = "",
+                 test_scale: tuple[int, int] | str | None = "auto", source: str = "",
                  random_weights: bool = False) -> None:
         if not scales or any(s <= 0 for s in scales):
             raise DeployzooError(f"scales must be positive ratios, got {list(scales)}")
@@ -171,6 +173,8 @@ class Segmenter:
         self.runner = runner
         self.flip = flip
         self.scales = tuple(float(s) for s in scales)
+        if test_scale == "auto":
+            test_scale = (self.fixed_hw[1], self.fixed_hw[0]) if self.fixed_hw else OCRNET_TEST_SCALE_WH
         self.test_scale = tuple(test_scale) if test_scale is not None else None
         self.source = source
         self.random_weights = random_weights

@@ -143,7 +143,8 @@ def test_ort_int8_calibrated_and_chosen_by_measurement(ort_int8, model, word_bat
     assert q["budget_met"] and q["final"]["rel_l2"] <= 0.01 and q["final"]["accuracy_drop"] <= 0.005
     # the float nodes are the most sensitive ones, in order, and really are float in the graph
     sens = q["sensitivity_alone_int8"]
-    ranked = sorted(q["candidates"], key=lambda c: (sens[c]["disagreement"], sens[c]["rel_l2"]), reverse=True)
+    budget = QuantBudget(q["budget"]["max_disagreement"], q["budget"]["max_rel_l2"], q["budget"]["max_accuracy_drop"])
+    ranked = sorted(q["candidates"], key=lambda c: budget.error_key(sens[c]), reverse=True)
     assert q["float_nodes"] == ranked[: len(q["float_nodes"])]
     assert set(q["int8_nodes"]) == set(q["candidates"]) - set(q["float_nodes"]) and q["int8_nodes"]
     g = onnx.load(ort_int8 / "model.onnx").graph
@@ -427,11 +428,11 @@ def _onehot_logits(first: list[int], scale: list[float] | None = None) -> np.nda
 
 def test_labelled_budget_counts_accuracy_lost_not_outputs_changed():
     """'x' changes a wrong answer into another wrong one (25 % disagreement, no accuracy lost); 'y' breaks a right
-    answer. With labels only 'y' must stay float; without labels both would."""
+    answer. With labels only 'y' must stay float, although 'x' moves the logits more; without labels both would."""
     ref = [_onehot_logits([1, 2, 3, 4])]
     labels = [(1,), (2,), (3,), (9,)]  # the float model reads 3 of 4
     probe = [Batch(np.zeros((4, 1, 32, 8), np.float32), np.array([8] * 4), 4, labels)]
-    edits = {"x": (3, 5, 1.0), "y": (0, 6, 2.0)}  # item, new class, logit scale (y moves the outputs more)
+    edits = {"x": (3, 5, 2.0), "y": (0, 6, 1.0)}  # item, new class, logit scale (x moves the outputs more)
 
     def make(q):
         first, scale = [1, 2, 3, 4], [1.0] * 4
@@ -448,7 +449,7 @@ def test_labelled_budget_counts_accuracy_lost_not_outputs_changed():
     assert res["final"]["disagreement"] == 0.25 and res["budget"]["criterion"] == "accuracy_drop"
     unlabelled = [Batch(probe[0].x, probe[0].widths, 4)]
     res = choose_float_nodes(["x", "y"], make, "crnn", unlabelled, ref, QuantBudget(max_disagreement=0.01))
-    assert res["float_nodes"] == ["y", "x"] and res["budget"]["criterion"] == "disagreement"
+    assert res["float_nodes"] == ["x", "y"] and res["budget"]["criterion"] == "disagreement"
     assert "accuracy_drop" not in res["final"]
 
 

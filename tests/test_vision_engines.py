@@ -49,12 +49,15 @@ def test_ocrnet_engine_at_a_chosen_size_matches_pytorch(ocr_fp32):
     np.testing.assert_allclose(eng(x), run_torch(module, x), rtol=0, atol=1e-4)
     with pytest.raises(EngineError, match=r"input dim 2 must be 64"):
         eng(np.zeros((1, 3, 128, 128), np.float32))
-    # a Segmenter over the engine feeds it exactly its size (test_scale None: images at their own size)
-    seg = Segmenter(eng, test_scale=None)
-    labels = seg(np.zeros((*HW, 3), np.uint8))
-    assert labels.shape == HW and labels.dtype == np.uint8
+    # the test Resize box follows the engine: a 2:1 frame of any size is resized (keeping its ratio) to 64x128
+    assert eng.manifest["preprocess"]["scale_wh"] == [HW[1], HW[0]]
+    seg = Segmenter(eng)
+    assert seg.test_scale == (HW[1], HW[0])
+    labels = seg(np.zeros((256, 512, 3), np.uint8))
+    assert labels.shape == (256, 512) and labels.dtype == np.uint8
     with pytest.raises(DeployzooError, match="fixed at 128x64"):
         seg(np.zeros((100, 100, 3), np.uint8))
+    assert Segmenter(eng, test_scale=None)(np.zeros((*HW, 3), np.uint8)).shape == HW
 
 
 def test_ocrnet_int8_calibrates_at_the_engine_size_with_the_unlabelled_budget(photos, tmp_path):

@@ -299,9 +299,14 @@ class QuantBudget:
         return f"disagreement {m['disagreement']:.2%}{bound}, rel L2 {m['rel_l2']:.4f}"
 
     def error_key(self, m: dict) -> tuple:
-        """Sort key, smallest error first, for choosing between calibration methods or presets."""
-        lead = m["accuracy_drop"] if self.criterion(m) == "accuracy_drop" else 0.0
-        return (lead, m["disagreement"], m["rel_l2"])
+        """Sort key, smallest error first, led by what the budget bounds: for choosing between calibration
+        methods or presets, and (reversed) for ranking layers by sensitivity."""
+        c = self.criterion(m)
+        if c == "accuracy_drop":
+            return (m["accuracy_drop"], m["disagreement"], m["rel_l2"])
+        if c == "none":  # only the relative L2 bound (if any) is in force
+            return (m["rel_l2"], m["disagreement"])
+        return (m["disagreement"], m["rel_l2"])
 
     def as_dict(self) -> dict:
         return {"max_accuracy_drop": self.max_accuracy_drop, "max_disagreement": self.max_disagreement,
@@ -351,6 +356,8 @@ def measure(model: str, run: Callable[[np.ndarray], np.ndarray], probe: list[Bat
                 differ += a != r
         if labelled:
             for a, r, y in zip(q, f, b.labels):
+                if not y:  # a label the protocol empties is dropped, as word evaluation drops it
+                    continue
                 n_lab += 1
                 right_q += a == y
                 right_f += r == y
@@ -392,7 +399,8 @@ def choose_float_nodes(candidates: Sequence[str], make: Callable[[set[str]], Cal
     1. quantise every candidate and measure the error on the probe set;
     2. for each unit (a candidate, or with more than ``max_units`` candidates a contiguous group of them), quantise
        it alone (all others float) and measure (its sensitivity);
-    3. while the budget is not met, keep the most sensitive remaining unit in float and measure again.
+    3. while the budget is not met, keep the most sensitive remaining unit in float and measure again
+       (sensitivity ranked by what the budget bounds: accuracy lost, else disagreement, else relative L2).
 
     ``make(quantized_nodes) -> run`` builds a runnable model with exactly those nodes quantised.
     ``measure_each``: step 2 even when everything int8 already meets the budget (for the record); default: when
@@ -412,7 +420,7 @@ def choose_float_nodes(candidates: Sequence[str], make: Callable[[set[str]], Cal
             sens[u] = measure(model, make(set(nodes)), probe, reference)
             log(f"  [{i + 1}/{len(units)}] {u} alone int8: disagreement {sens[u]['disagreement']:.2%}, "
                 f"rel L2 {sens[u]['rel_l2']:.4f}")
-    order = sorted(units, key=lambda u: (sens[u]["disagreement"], sens[u]["rel_l2"]), reverse=True) if sens else []
+    order = sorted(units, key=lambda u: budget.error_key(sens[u]), reverse=True) if sens else []
     float_units: list[str] = []
     floats: list[str] = []
     steps = [{"float_nodes": [], **full}]
@@ -599,7 +607,7 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
             "model": model, "precision": precision, "backend": backend, "device": built.pop("device", "cpu"),
             "entry": built.pop("entry"),
             "input": spec,
-            **preprocess_params(model, meta),
+            **preprocess_params(model, meta, input_size),
             "source": {"checkpoint": meta.get("checkpoint"), "checkpoint_sha256": checkpoint_sha256(meta),
                        "random_weights": bool(meta.get("random_weights"))},
             "random_weights": bool(meta.get("random_weights")),

@@ -27,7 +27,7 @@ from deployzoo.evaluation.classification import RANDOM_WEIGHTS_LINE, subset_indi
 from deployzoo.evaluation.common import default_workers, iter_decoded
 from deployzoo.evaluation.report import markdown_table
 from deployzoo.metrics import confusion_matrix, iou_from_confusion
-from deployzoo.models.ocrnet import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES, TEST_SCALE_WH
+from deployzoo.models.ocrnet import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES
 from deployzoo.process.vision import ocrnet_preprocess
 
 
@@ -102,7 +102,7 @@ class SegmentationResult:
 def evaluate_cityscapes(runner, data: str | os.PathLike | CityscapesVal, flip: bool = False,
                         scales: Sequence[float] = (1.0,), batch_size: int = 1, workers: int | None = None,
                         progress: bool = True, limit: int | None = None, split: str = "val",
-                        test_scale: tuple[int, int] | None = TEST_SCALE_WH, model: str = "ocrnet_hr18",
+                        test_scale: tuple[int, int] | str | None = "auto", model: str = "ocrnet_hr18",
                         source: str = "", random_weights: bool = False, out_dir: str | os.PathLike | None = None,
                         log: Callable[[str], None] | None = None) -> SegmentationResult:
     """mIoU of ``runner`` ((B, 3, H, W) float32 -> (B, 19, H/4, W/4) logits) on Cityscapes.
@@ -115,7 +115,8 @@ def evaluate_cityscapes(runner, data: str | os.PathLike | CityscapesVal, flip: b
         workers: decoding processes; default 0 for <= 4 images, else min(2, CPUs).
         progress: print one line per image (time, pixel accuracy) to ``log`` (default: stderr).
         limit: evaluate ``limit`` frames spread evenly over the set.
-        test_scale: mmseg test Resize box (w, h) with keep_ratio; ``None`` feeds frames at their own size.
+        test_scale: mmseg test Resize box (w, h) with keep_ratio; ``None`` feeds frames at their own size;
+            ``"auto"``: (2048, 1024), or the size a fixed-size engine was built at.
         out_dir: if given, write each prediction as ``<out_dir>/<city>/<name>_pred_labelTrainIds.png``.
         model, source, random_weights: recorded in the result (the report warns about random weights).
     """
@@ -133,7 +134,7 @@ def evaluate_cityscapes(runner, data: str | os.PathLike | CityscapesVal, flip: b
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
     res = SegmentationResult(model=model, data=str(ds.root), layout=ds.layout, dataset=ds.summary, source=source,
                              runner=getattr(runner, "name", type(runner).__name__), random_weights=random_weights,
-                             flip=flip, scales=list(seg.scales), test_scale=list(test_scale) if test_scale else None,
+                             flip=flip, scales=list(seg.scales), test_scale=list(seg.test_scale) if seg.test_scale else None,
                              limit=limit)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     preds: dict[int, dict] = {}
