@@ -69,17 +69,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calib-count", type=int, default=32, help="int8 calibration images (crops of the photos)")
     ap.add_argument("--probe-count", type=int, default=16, help="held-out crops that measure the int8 error")
+    ap.add_argument("--calib-method", default="minmax",
+                    help="int8 calibration: minmax (NNCF preset performance), entropy, percentile, or auto (try each)")
     ap.add_argument("--int8-rel-l2", type=float, default=0.10, help="int8 budget: relative L2 error of the logits")
     ap.add_argument("--int8-disagreement", type=float, default=None,
                     help="int8 budget: fraction of probe images (pixels) decoded differently (instead of rel L2)")
     ap.add_argument("--ocrnet-speed-size", default="1024x2048", help="HxW of the OCRNet speed engines ('' skips)")
     ap.add_argument("--speed-engines", default=",".join(SPEED_ENGINES), help="engines timed at the speed size")
+    ap.add_argument("--speed-calib-count", type=int, default=8, help="int8 calibration images at the speed size")
+    ap.add_argument("--speed-rounds", type=int, default=2, help="interleaved rounds at the speed size")
+    ap.add_argument("--reuse", action="store_true", help="open engines already built in OUT_DIR instead of building")
     ap.add_argument("--out-dir", default="runs/vision_engines")
     ap.add_argument("--json", default=None, help="JSON output (default OUT_DIR/vision_engines.json)")
     ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     a = ap.parse_args(argv)
     if a.quick:
-        a.calib_count, a.probe_count, a.duration, a.rounds = 8, 4, 0.5, 1
+        a.calib_count, a.probe_count, a.duration, a.rounds, a.speed_rounds = 8, 4, 0.5, 1, 1
     return a
 
 
@@ -182,7 +187,7 @@ def parse_engines(spec: str) -> list[tuple[str, str]]:
 
 
 def build_all(model: str, ckpt: str, engines: list[tuple[str, str]], out_dir: Path, a, calib: Path,
-              input_size: tuple[int, int] | None, tag: str, calib_method: str = "auto") -> dict:
+              input_size: tuple[int, int] | None, tag: str, calib_count: int | None = None) -> dict:
     """Build each engine; returns {name: engine or the reason it was not built}."""
     built: dict = {}
     budget = ({"max_disagreement": a.int8_disagreement, "max_rel_l2": None} if a.int8_disagreement is not None
@@ -197,11 +202,16 @@ def build_all(model: str, ckpt: str, engines: list[tuple[str, str]], out_dir: Pa
             continue
         t = time.perf_counter()
         out = out_dir / "engines" / f"{model}_{tag}_{backend}_{SHORT[normalize_precision(precision)]}"
-        print(f"[{model} {tag}] building {name} ...", file=sys.stderr, flush=True)
         try:
-            path = build_engine(model, precision, backend, checkpoint=ckpt, calib_data=calib,
-                                calib_count=a.calib_count, probe_count=a.probe_count, out=out, threads=a.threads,
-                                progress=False, input_size=input_size, calib_method=calib_method, **budget)
+            if a.reuse and _same_source(out, ckpt):
+                print(f"[{model} {tag}] reusing {out}", file=sys.stderr, flush=True)
+                path = out
+            else:
+                print(f"[{model} {tag}] building {name} ...", file=sys.stderr, flush=True)
+                n = calib_count or a.calib_count
+                path = build_engine(model, precision, backend, checkpoint=ckpt, calib_data=calib, calib_count=n,
+                                    probe_count=max(2, min(a.probe_count, n // 2)), out=out, threads=a.threads,
+                                    progress=False, input_size=input_size, calib_method=a.calib_method, **budget)
             eng = open_engine(path, expect_model=model, threads=a.threads)
         except DeployzooError as e:  # the backend says why it cannot (e.g. no fp16 kernels on this CPU)
             built[name] = {"not_built": str(e).splitlines()[0][:240]}
@@ -213,6 +223,17 @@ def build_all(model: str, ckpt: str, engines: list[tuple[str, str]], out_dir: Pa
               + (f"; int8 layers {len(q.get('quantized_nodes', []))}/{len(q.get('candidates', []))}" if q else ""),
               file=sys.stderr, flush=True)
     return built
+
+
+def _same_source(engine_dir: Path, ckpt: str) -> bool:
+    """An engine dir built earlier from these very weights (checked by the checkpoint's SHA-256)."""
+    from deployzoo.engines.manifest import sha256_file
+
+    try:
+        m = json.loads((engine_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("source", {}).get("checkpoint_sha256") == sha256_file(ckpt)
 
 
 def describe(eng) -> dict:
@@ -299,7 +320,7 @@ def ocrnet_full_speed(module, ckpt: str, a, out_dir: Path, calib: Path) -> dict:
 
     h, w = (int(v) for v in a.ocrnet_speed_size.lower().split("x"))
     engines = build_all("ocrnet_hr18", ckpt, parse_engines(a.speed_engines), out_dir, a, calib, (h, w),
-                        f"{h}x{w}", calib_method="minmax")
+                        f"{h}x{w}", calib_count=a.speed_calib_count)
     runners = {"pytorch/fp32": EagerRunner(module, threads=a.threads)}
     notes = {}
     for name, eng in engines.items():
@@ -311,7 +332,7 @@ def ocrnet_full_speed(module, ckpt: str, a, out_dir: Path, calib: Path) -> dict:
     x = photo_inputs("ocrnet_hr18", (h, w))[:1]
     print(f"[ocrnet_hr18] speed at {h}x{w}, batch 1, {a.threads} threads", file=sys.stderr)
     return {"size": [h, w], "batch": 1, "engines": notes,
-            "results": speed_rounds(runners, x, max(a.duration, 1.0), a.rounds)}
+            "results": speed_rounds(runners, x, max(a.duration, 1.0), a.speed_rounds)}
 
 
 def table(rec: dict) -> str:
