@@ -136,7 +136,7 @@ def _dataclass_args(p: argparse.ArgumentParser, module: str, name: str) -> None:
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif isinstance(default, list):
-            p.add_argument(flag, nargs="+", default=default, metavar="PATH")
+            p.add_argument(flag, nargs="+", default=default, metavar="FEATURE" if "ablate" in f.name else "PATH")
         else:
             typ = type(default) if default is not None else str
             p.add_argument(flag, type=typ, default=default, help=f"default: {default}")

@@ -56,6 +56,7 @@ class TrainConfig:
     workers: int = -1  # DataLoader workers; -1 = all cores but one (at most 16)
     seed: int = 0
     synth_seed: int = 0
+    synth_ablate: list[str] = field(default_factory=list)  # renderer features switched off (ablation runs)
     log_every: int = 50
     val_every: int = 2000
     ckpt_every: int = 1000
@@ -92,10 +93,16 @@ class WordImages(Dataset):
             return None, s.label
 
 
-def synthetic_words(length: int, seed: int) -> Dataset:
-    from deployzoo.data.synth import SynthWordDataset
+def synthetic_words(length: int, seed: int, ablate: Sequence[str] = ()) -> Dataset:
+    """Words rendered on the fly; ``ablate`` names ``SynthConfig`` feature switches to turn off."""
+    from deployzoo.data.synth import SynthConfig, SynthWordDataset
 
-    return SynthWordDataset(length, seed=seed)
+    try:
+        cfg = SynthConfig().ablate(*ablate)
+    except ValueError as e:
+        switches = sorted(k for k, v in SynthConfig().to_dict().items() if isinstance(v, bool))
+        raise DeployzooError(f"--synth-ablate: {e}; switches: {', '.join(switches)}") from None
+    return SynthWordDataset(length, cfg=cfg, seed=seed)
 
 
 class Encoded(Dataset):
@@ -224,7 +231,7 @@ class Trainer:
         self.best = -1.0
         self.synthetic = train_set is None and not cfg.train
         self.base = train_set if train_set is not None else (
-            WordImages(cfg.train) if cfg.train else synthetic_words(10 ** 9, cfg.synth_seed))
+            WordImages(cfg.train) if cfg.train else synthetic_words(10 ** 9, cfg.synth_seed, cfg.synth_ablate))
         if cfg.resume and (self.out / "last.pt").exists():
             self._load_state(self.out / "last.pt")
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model

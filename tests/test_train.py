@@ -7,6 +7,7 @@ from conftest import word_image
 
 import deployzoo
 from deployzoo.engines import EagerRunner
+from deployzoo.errors import DeployzooError
 from deployzoo.recognizer import Recognizer
 from deployzoo.train import TrainConfig, Trainer, slim_checkpoint
 
@@ -64,3 +65,12 @@ def test_crnn_overfits_32_words(tmp_path, words32):
     preds = rec.recognize([img for img, _ in words32])
     acc = np.mean([p.text == w for p, (_, w) in zip(preds, words32)])
     assert acc == 1.0, [(p.text, w) for p, (_, w) in zip(preds, words32) if p.text != w]
+
+
+def test_synth_ablate_switches_renderer_features_off_and_names_the_switches():
+    from deployzoo.train import synthetic_words
+
+    ds = synthetic_words(4, 0, ["blur", "natural_bg"])
+    assert not ds.cfg.blur and not ds.cfg.natural_bg and ds.cfg.jpeg
+    with pytest.raises(DeployzooError, match=r"no feature switch 'sharpness'.*switches: .*natural_bg"):
+        synthetic_words(4, 0, ["sharpness"])
