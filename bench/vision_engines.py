@@ -264,7 +264,7 @@ def speed_rounds(runners: dict, x: np.ndarray, duration: float, rounds: int) -> 
 
 # ------------------------------------------------------------------------------------------------- main
 
-def bench_model(model: str, a, out_dir: Path) -> dict:
+def bench_model(model: str, a, out_dir: Path, save=lambda rec: None) -> dict:
     import torch
 
     from deployzoo.engines import EagerRunner
@@ -302,6 +302,7 @@ def bench_model(model: str, a, out_dir: Path) -> dict:
     print(f"[{model}] speed at {hw[0]}x{hw[1]}, batch {batch}, {a.threads} threads", file=sys.stderr)
     rec["speed"] = {"size": list(hw), "batch": batch, "results": speed_rounds(runners, x, a.duration, a.rounds)}
     if model == "ocrnet_hr18" and a.ocrnet_speed_size:
+        save(rec)  # the heavy full-size part comes last: keep what is measured so far
         rec["speed_full"] = ocrnet_full_speed(module, ckpt, a, out_dir, calib)
     return rec
 
@@ -391,13 +392,19 @@ def main(argv=None) -> int:
     rec = {"command": "python bench/vision_engines.py " + " ".join(shlex.quote(s) for s in (argv or sys.argv[1:])),
            "created": now_iso(), "machine": machine_info(), "libraries": library_versions(), "threads": a.threads,
            "settings": {k: v for k, v in vars(a).items() if k not in ("json",)}, "models": []}
-    for model in a.models:
-        rec["models"].append(bench_model(model, a, out_dir))
-    rec["seconds"] = round(time.perf_counter() - t0, 1)
     js = Path(a.json or out_dir / "vision_engines.json")
-    tmp = js.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=1, default=str))
-    tmp.replace(js)
+
+    def save(partial: dict | None = None) -> None:
+        out = {**rec, "models": rec["models"] + ([partial] if partial else []),
+               "seconds": round(time.perf_counter() - t0, 1), "complete": partial is None}
+        tmp = js.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1, default=str))
+        tmp.replace(js)
+
+    for model in a.models:
+        rec["models"].append(bench_model(model, a, out_dir, save))
+        save()
+    rec["seconds"] = round(time.perf_counter() - t0, 1)
     print(table(rec))
     print(f"\nwrote {js} ({rec['seconds']:.0f} s)", file=sys.stderr)
     return 0

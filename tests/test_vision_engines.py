@@ -89,3 +89,13 @@ def test_input_size_a_model_cannot_take_is_refused(model, size, match):
 
 def test_volo_accepts_its_own_size():
     assert input_spec("volo_d2", input_size=(224, 224))["shape"] == ["batch", 3, 224, 224]
+
+
+def test_calibration_batches_shrink_for_large_inputs():
+    from deployzoo.engines.build import calib_batch
+
+    assert calib_batch(input_spec("volo_d2")) == 8
+    assert calib_batch(input_spec("ocrnet_hr18", input_size=(256, 512))) == 8
+    assert calib_batch(input_spec("ocrnet_hr18", input_size=(512, 1024))) == 2
+    assert calib_batch(input_spec("ocrnet_hr18")) == 1  # a 1024x2048 frame: one per batch
+    assert calib_batch(input_spec("ocrnet_hr18", shape_mutable=False, batch_size=3)) == 3

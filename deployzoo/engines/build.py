@@ -195,6 +195,19 @@ def _items(model: str, data, n: int, meta: dict, preprocess: Callable | None = N
     return out, None
 
 
+#: calibration batches of images larger than this many pixels hold one image each: calibrators keep every
+#: intermediate tensor of a batch in memory (OCRNet at 1024x2048: gigabytes per image)
+CALIB_BATCH_PIXELS = 1 << 20
+
+
+def calib_batch(spec: dict, largest: int = 8) -> int:
+    """Images per calibration / probe batch for a fixed-size vision input spec."""
+    if spec.get("fixed_batch"):
+        return int(spec["fixed_batch"])
+    h, w = spec["shape"][2:]
+    return max(1, min(largest, CALIB_BATCH_PIXELS // (int(h) * int(w))))
+
+
 @dataclass
 class Batch:
     x: np.ndarray  # (B, C, H, W) float32
@@ -594,7 +607,7 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
             probe_items = [items[i] for i in sorted(probe_idx)]
             probe_labels = None if labels is None else [labels[i] for i in sorted(probe_idx)]
             calib_items = [x for i, x in enumerate(items) if i not in probe_idx or n == 1][:calib_count]
-            bs = 32 if model == "crnn" else 8
+            bs = 32 if model == "crnn" else calib_batch(spec)
             ctx.calib = uniform_batches(model, calib_items, bs, meta, spec["fixed_batch"])
             ctx.probe = make_batches(model, probe_items, bs, meta, spec["fixed_batch"], probe_labels)
             ctx.calib_info = {"data": str(calib_data), "images": len(calib_items), "probe_images": len(probe_items),

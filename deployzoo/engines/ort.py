@@ -201,8 +201,13 @@ class _Reader:
     def rewind(self) -> None:
         self.i = 0
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Serve batches [start_index, end_index) (quantize_static's strided calibration)."""
+        self.batches_all = getattr(self, "batches_all", self.batches)
+        self.batches, self.i = self.batches_all[start_index:end_index], 0
+
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(getattr(self, "batches_all", self.batches))
 
 
 @contextlib.contextmanager
@@ -292,7 +297,10 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
                             weight_type=QuantType.QInt8, nodes_to_quantize=sorted(nodes | glue),
                             calibrate_method=methods[method], calibration_cache_path=str(cache),
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                           "CalibPercentile": float(ctx.options.get("percentile", 99.999))})
+                                           "CalibPercentile": float(ctx.options.get("percentile", 99.999)),
+                                           # merge statistics batch by batch: the histogram calibrators
+                                           # otherwise keep every intermediate tensor of every batch
+                                           "CalibStridedMinMax": 1})
         return out
 
     def runner(p: Path):
