@@ -147,21 +147,11 @@ def calibration_folder(out_dir: Path, count: int) -> Path:
 # -------------------------------------------------------------------------------------------- compare
 
 def photo_inputs(model: str, hw: tuple[int, int]) -> np.ndarray:
-    """The bundled natural photos through the model's pre-processing (OCRNet: resized to the engine's H x W)."""
-    import cv2
+    """The bundled natural photos through the model's pre-processing (OCRNet: resized to the engine's H x W),
+    the same inputs the engine builder's parity check uses."""
+    from deployzoo.export import _real_vision_batch, natural_images
 
-    from deployzoo.export import natural_images
-    from deployzoo.process.image import load_image
-    from deployzoo.process.vision import ocrnet_preprocess, volo_preprocess
-
-    xs = []
-    for p in natural_images():
-        rgb = load_image(p, "RGB")
-        if model == "volo_d2":
-            xs.append(volo_preprocess(rgb))
-        else:
-            xs.append(ocrnet_preprocess(cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR), None))
-    return np.stack(xs).astype(np.float32)
+    return _real_vision_batch(model, len(natural_images()), hw).astype(np.float32)
 
 
 def agreement(out: np.ndarray, ref: np.ndarray) -> dict:
