@@ -294,19 +294,13 @@ def _real_crnn_batch(meta: dict, data, n: int) -> np.ndarray:
 
 
 def _real_vision_batch(model: str, n: int, hw: tuple[int, int] = (1024, 2048)) -> np.ndarray:
+    """The first ``n`` bundled photos through the engine builder's calibration pre-processing (OCRNet: resized
+    to the engine's H x W), so parity and calibration inputs are made in one place."""
+    from deployzoo.engines.build import _vision_preprocess
     from deployzoo.process.image import load_image
-    from deployzoo.process.vision import ocrnet_preprocess, volo_preprocess
 
-    xs = []
-    for p in natural_images()[:n]:
-        rgb = load_image(p, "RGB")
-        if model == "volo_d2":
-            xs.append(volo_preprocess(rgb))
-        else:
-            import cv2
-
-            xs.append(ocrnet_preprocess(cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR), None))
-    return np.stack(xs)
+    fn = _vision_preprocess(model, hw)
+    return np.stack([fn(load_image(p, "RGB")) for p in natural_images()[:n]])
 
 
 class torch_threads:
