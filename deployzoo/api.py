@@ -234,7 +234,8 @@ def run(model: str, out: str = "runs/flow", checkpoint: str | None = None, rando
     rep = run_flow(model, out, checkpoint, data, random_weights, precisions, backends, batch_size, threads, count,
                    calib_data=calib_data, limit=limit)
     print()
-    print(f"weights: {rep.weights}\ndata: {rep.data}\nmachine: {rep.machine}, {rep.threads} threads")
+    print(f"weights: {rep.weights}\ndata: {rep.data}\nmachine: {rep.machine}, {rep.threads} threads\n"
+          f"wall time: {rep.wall_time()} (data, export, every build, accuracy and speed)")
     print(rep.table())
     print(f"report: {Path(out) / 'report.md'}")
     return 0

@@ -45,6 +45,7 @@ class FlowReport:
     threads: int
     export: dict = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the whole flow so far: data, export, builds, accuracy, speed
     machine: str = field(default_factory=lambda: f"{platform.processor() or platform.machine()}, "
                                                  f"{os.cpu_count()} cores")
 
@@ -54,6 +55,11 @@ class FlowReport:
                  r.note] for r in self.rows]
         return markdown_table(["Model", "Precision", "Backend", "Batch", metric, "images/s", "p50 ms", "note"], rows,
                               align="<<<>>>><")
+
+
+    def wall_time(self) -> str:
+        m, s = divmod(round(self.seconds), 60)
+        return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def _pct(x: float | None) -> str:
@@ -158,9 +164,10 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
 
 def _write_report(rep: FlowReport, out: Path, t0: float, threads: int) -> None:
     """report.json and report.md, rewritten (atomically) after every engine so an interrupted run keeps its rows."""
-    write_json({**asdict(rep), "seconds": time.perf_counter() - t0}, out / "report.json")
+    rep.seconds = time.perf_counter() - t0
+    write_json(asdict(rep), out / "report.json")
     text = (f"# deployzoo run {rep.model}\n\nweights: {rep.weights}  \ndata: {rep.data}  \nmachine: {rep.machine}, "
-            f"{threads} threads\n\n{rep.table()}\n")
+            f"{threads} threads  \nwall time: {rep.wall_time()}\n\n{rep.table()}\n")
     tmp = out / ".report.md.tmp"
     tmp.write_text(text)
     os.replace(tmp, out / "report.md")

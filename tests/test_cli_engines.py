@@ -68,6 +68,7 @@ def test_one_click_run_smoke(tmp_path, crnn_seeded_ckpt, capsys):
     for r in rows.values():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["images_per_s"] > 0
     assert (out / "report.md").exists() and rep["export"]["max_abs_diff"] < 1e-4
+    assert rep["seconds"] > 0 and "wall time: " in (out / "report.md").read_text() and "wall time: " in text
     # the fp32 engine the flow built reads exactly what PyTorch reads, image by image
     data = next((out / "data").glob("synth_test_24_*"))
     preds = []

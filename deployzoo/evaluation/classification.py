@@ -15,7 +15,7 @@ import numpy as np
 
 from deployzoo.data.imagenet import ImageNetVal, open_imagenet
 from deployzoo.errors import DeployzooError
-from deployzoo.evaluation.common import default_workers, iter_decoded, progress_bar
+from deployzoo.evaluation.common import default_workers, iter_decoded, note_error, progress_bar
 from deployzoo.evaluation.report import markdown_table
 from deployzoo.process.vision import volo_preprocess
 
@@ -136,9 +136,7 @@ def evaluate_imagenet(runner, data: str | os.PathLike | ImageNetVal, batch_size:
         p = {"key": it.key, "label": it.label, "pred": ids[0] if ids else -1, "correct": ok1, "top5_correct": ok5,
              "topk": [[c, round(float(q), 6)] for c, q in top[:topk]]}
         if error:
-            p["error"] = error
-            res.errors += 1
-            res.error_list.append({"key": it.key, "error": error})
+            note_error(res, p, it.key, error)
         preds[it.index] = p
         bar.advance()
 

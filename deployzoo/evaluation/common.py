@@ -1,4 +1,4 @@
-"""Shared machinery of the evaluators: decoding in DataLoader workers, progress bars."""
+"""Shared machinery of the evaluators: decoding in DataLoader workers, progress bars, unreadable items."""
 
 from __future__ import annotations
 
@@ -70,3 +70,10 @@ def progress_bar(enabled: bool, total: int, label: str, min_total: int = 2):
 def default_workers(n: int, threshold: int, cap: int) -> int:
     return min(cap, os.cpu_count() or 1) if n > threshold else 0
 
+
+def note_error(res, record: dict, key: str, error: str) -> None:
+    """One unreadable item: marked on its prediction record, counted and listed on the result (``res.errors``,
+    ``res.error_list``); the run goes on with the other items."""
+    record["error"] = error
+    res.errors += 1
+    res.error_list.append({"key": key, "error": error})

@@ -24,7 +24,7 @@ import numpy as np
 from deployzoo.data.cityscapes import CityscapesVal, open_cityscapes
 from deployzoo.errors import DeployzooError
 from deployzoo.evaluation.classification import RANDOM_WEIGHTS_LINE, subset_indices
-from deployzoo.evaluation.common import default_workers, iter_decoded
+from deployzoo.evaluation.common import default_workers, iter_decoded, note_error
 from deployzoo.evaluation.report import markdown_table
 from deployzoo.metrics import confusion_matrix, iou_from_confusion
 from deployzoo.models.ocrnet import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES
@@ -161,9 +161,7 @@ def evaluate_cityscapes(runner, data: str | os.PathLike | CityscapesVal, flip: b
             if out_path is not None:
                 _save(out_path, it.key, labels)
         else:
-            res.errors += 1
-            res.error_list.append({"key": it.key, "error": error})
-            p["error"] = error
+            note_error(res, p, it.key, error)
             msg = f"ERROR {error}"
         preds[it.index] = p
         log(f"[{res.n:>{len(str(total))}}/{total}] {it.key}  {msg}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from deployzoo.data.words import FolderWordSet, LmdbWordSet, open_word_set
 from deployzoo.errors import DeployzooError
-from deployzoo.evaluation.common import iter_decoded, progress_bar
+from deployzoo.evaluation.common import iter_decoded, note_error, progress_bar
 from deployzoo.metrics import one_minus_ned
 from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, preprocess
 from deployzoo.process.image import load_image
@@ -126,9 +126,7 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
             p = {"key": it.key, "label": it.norm, "raw_label": it.label, "pred": pred, "correct": ok,
                  "confidence": round(float(conf), 6)}
             if error:
-                p["error"] = error
-                res.errors += 1
-                res.error_list.append({"key": it.key, "error": error})
+                note_error(res, p, it.key, error)
             preds[it.index] = p
             bar.advance()
 
