@@ -74,3 +74,57 @@ def test_synth_ablate_switches_renderer_features_off_and_names_the_switches():
     assert not ds.cfg.blur and not ds.cfg.natural_bg and ds.cfg.jpeg
     with pytest.raises(DeployzooError, match=r"no feature switch 'sharpness'.*switches: .*natural_bg"):
         synthetic_words(4, 0, ["sharpness"])
+
+
+def test_ranks_split_each_step_into_disjoint_shards_of_the_single_process_batch():
+    """torchrun with N ranks of batch B trains on exactly the samples one process of batch N*B would see."""
+    from deployzoo.train import StepSampler
+
+    one = list(StepSampler(50, 8, steps=3, start=1, seed=5, shuffle=True))
+    ranks = [list(StepSampler(50, 4, steps=3, start=1, seed=5, rank=r, world=2, shuffle=True)) for r in range(2)]
+    for s in range(2):  # per step: rank 0 takes the first half of the big batch, rank 1 the second
+        assert ranks[0][4 * s:4 * s + 4] + ranks[1][4 * s:4 * s + 4] == one[8 * s:8 * s + 8]
+    assert not {d for _, d in ranks[0]} & {d for _, d in ranks[1]}
+
+
+DDP_SCRIPT = """
+import sys
+import numpy as np
+import torch
+sys.path.insert(0, {tests!r})
+from conftest import word_image
+from deployzoo.train import TrainConfig, Trainer
+
+torch.set_num_threads(1)
+data = [(np.asarray(word_image(w)), w) for w in {words!r}]
+cfg = TrainConfig(out={out!r}, steps=3, batch_size=4, workers=0, val_synth=0, val_every=0, log_every=1,
+                  ckpt_every=3, progress=False, keep_ratio=True, augment=0.5, lr=1e-3)
+tr = Trainer(cfg, train_set=data)
+init = {{k: v.detach().clone() for k, v in tr.model.named_parameters()}}
+tr.fit()
+torch.save({{"init": init, "params": dict(tr.model.named_parameters())}},
+           f"{out}/params_rank{{tr.rank}}_of_{{tr.world}}.pt")
+"""
+
+
+def test_torchrun_ddp_on_cpu_keeps_replicas_identical_and_writes_checkpoints_once(tmp_path):
+    """The seeds' 8-card training path, at 2 ranks on CPU (gloo): each rank sees other words, DDP averages the
+    gradients, so the replicas' weights stay bit-identical; rank 0 alone writes the run folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), words=WORDS[:16], out=str(out)))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"params_rank{r}_of_2.pt") for r in range(2))
+    for k, v in r0["params"].items():
+        torch.testing.assert_close(r1["params"][k], v, rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(v, r0["init"][k]) for k, v in r0["params"].items()), "no training happened"
+    assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "log.csv", "config.json"}
+    assert torch.load(out / "last.pt", weights_only=False)["deployzoo"]["step"] == 3
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 4, rows  # header + steps 1-3, written once (rank 0), not once per rank
