@@ -195,3 +195,39 @@ def test_lmdb_shards_readable(tmp_path, renderer):
         ref, text = renderer.render(j)
         assert ds[j].label == text
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(ds[j].data))), ref)
+
+
+def test_a_draw_that_raises_costs_one_retry_and_warns_once(faces, monkeypatch):
+    """One bad (text, face, distortion) draw must never stop a training run: the sample draws another word, the
+    renderer counts the failure and warns once, naming the sample so it can be reproduced."""
+    r = WordRenderer(SynthConfig(), seed=SEED, faces=faces)
+    real = r._render
+    calls = {"n": 0}
+
+    def flaky(rng, text, fi, plain=False):
+        calls["n"] += 1
+        if calls["n"] in (1, 3):
+            raise ValueError("boom")
+        return real(rng, text, fi, plain)
+
+    monkeypatch.setattr(r, "_render", flaky)
+    with pytest.warns(RuntimeWarning, match=r"sample 5 failed to draw .* \(ValueError: boom\)"):
+        img, text = r.render(5)
+    assert r.failures == 1 and img.ndim == 2 and img.dtype == np.uint8 and text
+    with pytest.warns() as rec:  # the second failure is counted, not warned again
+        r.render(6)
+        import warnings
+        warnings.warn("sentinel", UserWarning)
+    assert r.failures == 2 and [str(w.message) for w in rec] == ["sentinel"]
+
+
+def test_tight_negative_tracking_with_underline_draws(faces):
+    """Regression: renderer seed 2, sample 367,980 (a training run's crash) drew an underline box with x1 < x0
+    when negative tracking made the word narrower than 1 px in its font. It now draws, and never needs a retry."""
+    import warnings
+
+    r = WordRenderer(SynthConfig(), seed=2, faces=faces)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img, text = r.render(367_980)
+    assert r.failures == 0 and img.size and text

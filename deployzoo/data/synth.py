@@ -32,6 +32,7 @@ import os
 import re
 import string
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -556,6 +557,7 @@ class WordRenderer:
         self._fallback = fb or self._full_faces or list(range(len(self.faces)))
         self.words, self._word_cdf = _vocabulary(self.cfg.vocab_size, self.cfg.word_freq_power)
         self._fonts: OrderedDict[int, ImageFont.FreeTypeFont] = OrderedDict()
+        self.failures = 0  # draws that raised (see _note_failure)
         self.natural = _natural() if (self.cfg.natural_bg or self.cfg.natural_blend or self.cfg.color_clusters) \
             else None
 
@@ -569,7 +571,11 @@ class WordRenderer:
             fi = self.pick_face(rng, text)
             if fi is None:
                 continue
-            img = self._render(rng, text, fi)
+            try:
+                img = self._render(rng, text, fi)
+            except Exception as e:  # a renderer bug on one (text, face, draw) costs one retry, never a training run
+                self._note_failure(index, text, fi, e)
+                continue
             if img is not None:
                 return img, text
         # a last resort that always works: a plain word in a fallback face
@@ -578,6 +584,15 @@ class WordRenderer:
         img = self._render(rng, text, fi, plain=True)
         assert img is not None
         return img, text
+
+    def _note_failure(self, index: int, text: str, fi: int, e: Exception) -> None:
+        """Count a failed draw and warn once per renderer, naming the sample, so the bug can be reproduced."""
+        self.failures += 1
+        if self.failures == 1:
+            warnings.warn(f"synthetic renderer (seed {self.seed}): sample {index} failed to draw {text!r} in "
+                          f"{Path(self.faces[fi].path).name} ({type(e).__name__}: {e}); drew another word instead "
+                          "(further failures are only counted in WordRenderer.failures)", RuntimeWarning,
+                          stacklevel=3)
 
     def render_with_face(self, index: int) -> tuple[np.ndarray, str, FontFace]:
         """Like :meth:`render`, also returning the face used (for tests and inspection)."""
@@ -758,7 +773,8 @@ class WordRenderer:
         if cfg.underline and not plain and rng.random() < cfg.p_underline:
             th = max(2, int(round(px * rng.uniform(0.04, 0.09))))
             yu = int(base + desc * rng.uniform(0.3, 0.9))
-            dw.rectangle([int(x0), yu, int(x0 + w_word), yu + th - 1], fill=255)
+            # tight negative tracking can make the word's advance width < 1 px: never a reversed box
+            dw.rectangle([int(x0), yu, int(x0 + max(w_word, 1.0)), yu + th - 1], fill=255)
         word = np.asarray(wimg)
         rows = np.flatnonzero(word.max(1) > 40)
         cols = np.flatnonzero(word.max(0) > 40)
