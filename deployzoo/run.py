@@ -56,7 +56,6 @@ class FlowReport:
         return markdown_table(["Model", "Precision", "Backend", "Batch", metric, "images/s", "p50 ms", "note"], rows,
                               align="<<<>>>><")
 
-
     def wall_time(self) -> str:
         m, s = divmod(round(self.seconds), 60)
         return f"{m} min {s:02d} s" if m else f"{s} s"

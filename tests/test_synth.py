@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import pickle
 import string
+import warnings
 
 import numpy as np
 import pytest
@@ -216,7 +217,6 @@ def test_a_draw_that_raises_costs_one_retry_and_warns_once(faces, monkeypatch):
     assert r.failures == 1 and img.ndim == 2 and img.dtype == np.uint8 and text
     with pytest.warns() as rec:  # the second failure is counted, not warned again
         r.render(6)
-        import warnings
         warnings.warn("sentinel", UserWarning)
     assert r.failures == 2 and [str(w.message) for w in rec] == ["sentinel"]
 
@@ -224,8 +224,6 @@ def test_a_draw_that_raises_costs_one_retry_and_warns_once(faces, monkeypatch):
 def test_tight_negative_tracking_with_underline_draws(faces):
     """Regression: renderer seed 2, sample 367,980 (a training run's crash) drew an underline box with x1 < x0
     when negative tracking made the word narrower than 1 px in its font. It now draws, and never needs a retry."""
-    import warnings
-
     r = WordRenderer(SynthConfig(), seed=2, faces=faces)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
