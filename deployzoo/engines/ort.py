@@ -187,10 +187,11 @@ def _float16(ctx, fp32: Path, td: Path) -> None:
 # ----------------------------------------------------------------------------------------------------- int8
 
 class _Reader:
-    """CalibrationDataReader over pre-processed batches."""
+    """CalibrationDataReader over pre-processed batches; ``set_range`` serves a slice of them."""
 
     def __init__(self, batches, name: str) -> None:
-        self.batches, self.name, self.i = batches, name, 0
+        self.all, self.name = list(batches), name
+        self.batches, self.i = self.all, 0
 
     def get_next(self):
         if self.i >= len(self.batches):
@@ -203,11 +204,10 @@ class _Reader:
 
     def set_range(self, start_index: int, end_index: int) -> None:
         """Serve batches [start_index, end_index) (quantize_static's strided calibration)."""
-        self.batches_all = getattr(self, "batches_all", self.batches)
-        self.batches, self.i = self.batches_all[start_index:end_index], 0
+        self.batches, self.i = self.all[start_index:end_index], 0
 
     def __len__(self) -> int:
-        return len(getattr(self, "batches_all", self.batches))
+        return len(self.all)
 
 
 @contextlib.contextmanager
