@@ -7,6 +7,7 @@ resumed from a checkpoint continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import math
@@ -38,6 +39,9 @@ class TrainConfig:
 
     out: str = "runs/crnn"
     train: list[str] = field(default_factory=list)  # LMDB / gt.txt folders; empty -> synthetic words on the fly
+    real: list[str] = field(default_factory=list)  # real word sets mixed into every batch (their :train part)
+    real_ratio: float = 0.5  # share of each batch drawn from --real (the rest: --train or the renderer)
+    real_holdout: bool = True  # hold out 10 % of each --real set's source photos and validate on them
     val: list[str] = field(default_factory=list)  # real sets for model selection only (never trained on)
     val_synth: int = 2000  # held-out synthetic words (own seed) validated every val_every steps
     steps: int = 100_000
@@ -49,7 +53,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # NHWC convolutions (CPU: 1.37x images/s with bf16, bench/train_throughput.py)
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    width_groups: int = 4  # keep-ratio: each batch runs as this many width-sorted groups (less padding)
     keep_ratio: bool = False  # False: 100x32 as the seeds
     max_width: int = 256
     augment: float = 1.0  # augmentation strength; 0 turns it off
@@ -105,8 +111,22 @@ def synthetic_words(length: int, seed: int, ablate: Sequence[str] = ()) -> Datas
     return SynthWordDataset(length, cfg=cfg, seed=seed)
 
 
+class Mixed(Dataset):
+    """Real words first (indices ``0 .. len(real) - 1``), then the synthetic source."""
+
+    def __init__(self, real: Dataset, synth: Dataset) -> None:
+        self.real, self.synth = real, synth
+        self.n_real = len(real)
+
+    def __len__(self) -> int:
+        return self.n_real + len(self.synth)
+
+    def __getitem__(self, i: int):
+        return self.real[i] if i < self.n_real else self.synth[i - self.n_real]
+
+
 class Encoded(Dataset):
-    """Wraps an (image, text) dataset: augmentation (seeded by (seed, epoch, index)) + shared pre-processing."""
+    """Wraps an (image, text) dataset: augmentation (seeded by (seed, draw)) + shared pre-processing."""
 
     def __init__(self, base: Dataset, cfg: CrnnPreprocess, augment: float, seed: int, alphabet: str = ALPHABET):
         self.base, self.cfg, self.augment, self.seed, self.alphabet = base, cfg, augment, seed, alphabet
@@ -128,37 +148,63 @@ class Encoded(Dataset):
         return x, encode(label, self.alphabet), label
 
 
+@dataclass
+class Source:
+    """One part of every batch: ``n`` samples at ``offset`` in the data set, ``per_batch`` of them per step."""
+
+    n: int
+    per_batch: int
+    shuffle: bool = True  # False for rendered words: every index is already a fresh random sample
+    offset: int = 0
+
+
 class StepSampler(Sampler):
-    """Yields (index, draw) for steps ``start..steps``: batch ``s`` of rank ``r`` is fixed by (seed, s, r)."""
+    """Yields (index, draw) for steps ``start..steps``: batch ``s`` of rank ``r`` is fixed by (seed, s, r).
+
+    A batch is the concatenation of its sources' shares (``mix``; by default one source of ``n`` samples).
+    Each source walks its own epochs; ``draw`` is unique over the run and seeds the sample's augmentation."""
 
     def __init__(self, n: int, batch: int, steps: int, start: int, seed: int, rank: int = 0, world: int = 1,
-                 shuffle: bool = True):
-        self.n, self.batch, self.steps, self.start, self.seed = n, batch, steps, start, seed
-        self.shuffle = shuffle  # False for synthetic words: every index is already a fresh random sample
+                 shuffle: bool = True, mix: Sequence[Source] | None = None):
+        self.sources = list(mix) if mix else [Source(n, batch, shuffle)]
+        self.batch = sum(src.per_batch for src in self.sources)
+        if self.batch != batch:
+            raise ValueError(f"the sources' shares add up to {self.batch}, not the batch size {batch}")
+        self.steps, self.start, self.seed = steps, start, seed
         self.rank, self.world = rank, world
-        self._perm_epoch, self._perm = -1, np.arange(0)
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
 
-    def _perm_for(self, epoch: int) -> np.ndarray:
-        if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.n)
-            self._perm_epoch = epoch
-        return self._perm
+    def _perm_for(self, k: int, epoch: int) -> np.ndarray:
+        if (k, epoch) not in self._perms:
+            self._perms = {key: v for key, v in self._perms.items() if key[0] != k}
+            seed = (self.seed, epoch) if k == 0 else (self.seed, k, epoch)
+            self._perms[(k, epoch)] = np.random.default_rng(seed).permutation(self.sources[k].n)
+        return self._perms[(k, epoch)]
 
     def __iter__(self):
+        m = len(self.sources)
         for s in range(self.start, self.steps):
-            for j in range(self.batch):
-                draw = (s * self.world + self.rank) * self.batch + j
-                epoch, pos = divmod(draw, self.n)
-                yield (int(self._perm_for(epoch)[pos]) if self.shuffle else pos), draw
+            for k, src in enumerate(self.sources):
+                for j in range(src.per_batch):
+                    draw = (s * self.world + self.rank) * src.per_batch + j
+                    epoch, pos = divmod(draw, src.n)
+                    idx = int(self._perm_for(k, epoch)[pos]) if src.shuffle else pos
+                    yield src.offset + idx, draw * m + k
 
     def __len__(self) -> int:
         return (self.steps - self.start) * self.batch
 
 
-def collate(items, cfg: CrnnPreprocess):
+def collate(items, cfg: CrnnPreprocess, groups: int = 1):
+    """Samples -> (x, targets, input_lengths, target_lengths); with ``groups`` > 1 (keep-ratio), a list of such
+    tuples, the batch sorted by width and cut into that many groups, each padded to its own widest image."""
     items = [it for it in items if it is not None]
     if not items:
         return None
+    if groups > 1 and cfg.keep_ratio and len(items) >= 2 * groups:
+        items.sort(key=lambda it: it[0].shape[-1])
+        size = -(-len(items) // groups)
+        return [collate(items[i:i + size], cfg) for i in range(0, len(items), size)]
     x, widths = pad_batch([it[0] for it in items], cfg)
     targets = torch.tensor([k for it in items for k in it[1]], dtype=torch.long)
     target_lengths = torch.tensor([len(it[1]) for it in items], dtype=torch.long)
@@ -223,7 +269,9 @@ class Trainer:
             from deployzoo.models.crnn import load_crnn_checkpoint
 
             load_crnn_checkpoint(self.model, cfg.init)
-        if cfg.channels_last and self.device.type == "cuda":
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = make_optimizer(cfg, self.model.parameters())
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -232,6 +280,15 @@ class Trainer:
         self.synthetic = train_set is None and not cfg.train
         self.base = train_set if train_set is not None else (
             WordImages(cfg.train) if cfg.train else synthetic_words(10 ** 9, cfg.synth_seed, cfg.synth_ablate))
+        self.n_real = 0
+        if cfg.real:
+            if not 0 < cfg.real_ratio <= 1:
+                raise DeployzooError(f"--real-ratio {cfg.real_ratio}: must be in (0, 1]")
+            real = WordImages([f"{p}:train" if cfg.real_holdout else p for p in cfg.real])
+            if not len(real):
+                raise DeployzooError(f"--real {' '.join(cfg.real)}: no samples")
+            self.n_real = len(real)
+            self.base = Mixed(real, self.base)
         if cfg.resume and (self.out / "last.pt").exists():
             self._load_state(self.out / "last.pt")
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
@@ -267,35 +324,61 @@ class Trainer:
     def loader(self) -> DataLoader:
         ds = Encoded(self.base, self.pre, self.cfg.augment, self.cfg.seed)
         sampler = StepSampler(len(ds), self.cfg.batch_size, self.cfg.steps, self.step, self.cfg.seed,
-                              self.rank, self.world, shuffle=not self.synthetic)
+                              self.rank, self.world, shuffle=not self.synthetic, mix=self.mix())
         workers = self.cfg.workers if self.cfg.workers >= 0 else min(16, max(1, (os.cpu_count() or 2) - 1))
         return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=functools.partial(collate, cfg=self.pre), pin_memory=self.device.type == "cuda",
+                          collate_fn=functools.partial(collate, cfg=self.pre, groups=self.cfg.width_groups),
+                          pin_memory=self.device.type == "cuda",
                           worker_init_fn=worker_init if workers else None,
                           prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
 
+    def mix(self) -> list[Source] | None:
+        """Per-batch shares: round(batch * real_ratio) real words, the rest synthetic (None: one source)."""
+        if not self.n_real:
+            return None
+        k = max(1, round(self.cfg.batch_size * self.cfg.real_ratio))
+        n_synth = len(self.base) - self.n_real
+        parts = [Source(self.n_real, k, True, 0)]
+        if k < self.cfg.batch_size:
+            parts.append(Source(n_synth, self.cfg.batch_size - k, not self.synthetic, self.n_real))
+        return parts
+
+    def val_sets(self) -> list[str]:
+        """Validation sets: --val, plus the held-out part of each --real set."""
+        held = [f"{p}:heldout" for p in self.cfg.real] if self.cfg.real and self.cfg.real_holdout else []
+        return [*self.cfg.val, *held]
+
     def train_step(self, batch) -> float:
-        x, targets, in_lens, tgt_lens = batch
-        x = x.to(self.device, non_blocking=True)
-        if self.cfg.channels_last and self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        """One optimiser step on a batch (a tuple from ``collate``, or a list of width groups: their CTC losses
+        are weighted by group size, so the step equals one on the whole batch up to BatchNorm statistics)."""
+        parts = batch if isinstance(batch, list) else [batch]
+        n = sum(p[0].shape[0] for p in parts)
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
         self.ddp.train()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            logits = self.ddp(x)  # (T, B, C)
-        logp = F.log_softmax(logits.float(), dim=2)
-        loss = F.ctc_loss(logp, targets.to(self.device), in_lens, tgt_lens, blank=0, reduction="mean",
-                          zero_infinity=True)
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        total = 0.0
+        for i, (x, targets, in_lens, tgt_lens) in enumerate(parts):
+            x = x.to(self.device, non_blocking=True)
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = self.ddp(x)  # (T, B, C)
+            logp = F.log_softmax(logits.float(), dim=2)
+            loss = F.ctc_loss(logp, targets.to(self.device), in_lens, tgt_lens, blank=0, reduction="mean",
+                              zero_infinity=True) * (x.shape[0] / n)
+            sync = i == len(parts) - 1 or not hasattr(self.ddp, "no_sync")
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()):
+                self.scaler.scale(loss).backward()
+            total += float(loss.detach())
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.step += 1
-        return float(loss.detach())
+        return total
 
     def validate(self) -> dict[str, float]:
         from deployzoo.evaluation.words import evaluate_words
@@ -306,9 +389,15 @@ class Trainer:
         res: dict[str, float] = {}
         if self.cfg.val_synth:
             res["synth"] = self._val_synth(rec)
-        for p in self.cfg.val:
+        held = [0, 0]  # correct, total over the held-out real words
+        for p in self.val_sets():
             r = evaluate_words(rec, p, batch_size=256, workers=2, progress=False)
             res[Path(p).name] = r.accuracy
+            if p.endswith(":heldout"):
+                held[0] += r.correct
+                held[1] += r.n
+        if held[1]:
+            res["heldout"] = held[0] / held[1]
         self.model.train()
         return res
 
@@ -340,7 +429,7 @@ class Trainer:
                 if batch is None:
                     continue
                 losses.append(self.train_step(batch))
-                seen += batch[0].shape[0] * self.world
+                seen += sum(p[0].shape[0] for p in (batch if isinstance(batch, list) else [batch])) * self.world
                 bar.update(self.step, losses[-1])
                 if main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                     now = time.perf_counter()
@@ -355,7 +444,7 @@ class Trainer:
                     losses, seen, last_t = [], 0, now
                 if main and cfg.val_every and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                     val = self.validate()
-                    score = float(np.mean([v for k, v in val.items() if k != "synth"] or [val.get("synth", 0.0)]))
+                    score = selection_score(val)
                     msg = " ".join(f"{k}={v:.4f}" for k, v in val.items())
                     self.log(f"step {self.step}: val {msg}" + (" (best)" if score > self.best else ""))
                     _append_csv(self.out / "val.csv", {"step": self.step, **val}, ["step", *val])
@@ -377,6 +466,13 @@ class Trainer:
             self.save("best.pt", full=False)
         return {"step": self.step, "best": self.best, "history": history,
                 "seconds": time.perf_counter() - t0}
+
+
+def selection_score(val: dict[str, float]) -> float:
+    """Mean accuracy of the real validation sets (--val sets and the pooled held-out words; each held-out set
+    counts once, inside the pool); synthetic words only when there is nothing real."""
+    real = [v for k, v in val.items() if k != "synth" and not k.endswith(":heldout")]
+    return float(np.mean(real or [val.get("synth", 0.0)]))
 
 
 class _DeviceRunner:

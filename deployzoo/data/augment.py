@@ -20,6 +20,14 @@ def augment_word(gray: np.ndarray, rng: np.random.Generator, strength: float = 1
         m[0, 1] += shear
         m[0, 2] -= shear * h / 2
         img = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.2 * strength:  # perspective: the sign seen from the side (SVTP-like)
+        d = rng.uniform(-0.12, 0.12, (4, 2)) * np.array([w, h])
+        src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+        m = cv2.getPerspectiveTransform(src, np.float32(src + d))
+        img = cv2.warpPerspective(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.3 * strength:  # aspect jitter: condensed / extended lettering (matters with keep-ratio)
+        sx = float(np.exp(rng.uniform(np.log(0.75), np.log(1.33))))
+        img = cv2.resize(img, (max(4, int(round(img.shape[1] * sx))), img.shape[0]), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.3 * strength:  # crop jitter: cut or extend the borders a little
         dx0, dx1 = (rng.uniform(-0.06, 0.06, 2) * w).astype(int)
         dy0, dy1 = (rng.uniform(-0.1, 0.1, 2) * h).astype(int)

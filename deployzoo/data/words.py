@@ -155,8 +155,75 @@ def _split_quoted(line: str) -> list[str]:
     return [line[1:end], line[end + 1 :].strip()]
 
 
-def open_word_set(path: str | os.PathLike) -> LmdbWordSet | FolderWordSet:
-    """Open an LMDB (folder with data.mdb, or a data.mdb file) or a gt.txt folder, whichever ``path`` is."""
+HOLDOUT_SHARE = 0.1  # share of a real set's source photos held out for validation (``PATH:heldout``)
+SPLITS = ("train", "heldout")
+_BLOCK = 16  # sets without photo ids: groups of this many consecutive crops (crop order follows the photos)
+
+
+class WordSubset:
+    """A view of some samples of a word set (same interface: ``len``, ``[i]`` -> RawSample, ``layout``)."""
+
+    def __init__(self, base: LmdbWordSet | FolderWordSet, indices: list[int], name: str) -> None:
+        self.base, self.indices, self.name = base, indices, name
+        self.layout = base.layout
+        self.path = base.path
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> RawSample:
+        return self.base[self.indices[i]]
+
+
+def source_groups(ds: LmdbWordSet | FolderWordSet) -> tuple[list[str], str]:
+    """The source photo of each crop, and how it was found: ``crops_meta.tsv`` (column ``source_image``), else
+    IIIT5K-style names ``<photo>_<n>.<ext>``, else blocks of consecutive crops (the sets here list a photo's crops
+    together, so a block split keeps most photos whole; such a split is by position, not a proven photo split)."""
+    n = len(ds)
+    meta = ds.path / "crops_meta.tsv" if ds.layout == "folder" else None
+    if meta is not None and meta.is_file():
+        rows = [r.split("\t") for r in meta.read_text(encoding="utf-8").splitlines()]
+        head = rows[0]
+        if "crop" in head and "source_image" in head:
+            c, g = head.index("crop"), head.index("source_image")
+            photo = {r[c]: r[g] for r in rows[1:] if len(r) > max(c, g)}
+            keys = [ds[i].key for i in range(n)]
+            if all(k in photo for k in keys):
+                return [photo[k] for k in keys], "crops_meta.tsv source_image"
+    keys = [ds[i].key for i in range(n)]
+    stems = [Path(k).stem.rsplit("_", 1) for k in keys]
+    if n and all(len(s) == 2 and s[0] and s[1].isdigit() for s in stems) and 1 < len({s[0] for s in stems}) < n:
+        return [s[0] for s in stems], "file name <photo>_<n>"
+    return [f"block{i // _BLOCK}" for i in range(n)], f"blocks of {_BLOCK} consecutive crops"
+
+
+def is_heldout(set_name: str, group: str, share: float = HOLDOUT_SHARE) -> bool:
+    """Stable, seed-free choice of held-out photos: a hash of (set, photo) below ``share``."""
+    import hashlib
+
+    h = hashlib.sha256(f"{set_name}/{group}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2 ** 64 < share
+
+
+def split_word_set(ds: LmdbWordSet | FolderWordSet, split: str, share: float = HOLDOUT_SHARE) -> WordSubset:
+    """``train`` or ``heldout`` part of a real word set, split by source photo (``source_groups``)."""
+    if split not in SPLITS:
+        raise DatasetError(f"data set {ds.path}: unknown split {split!r}; use {' or '.join(SPLITS)}")
+    groups, _ = source_groups(ds)
+    name = ds.path.name
+    keep = [i for i, g in enumerate(groups) if is_heldout(name, g, share) == (split == "heldout")]
+    return WordSubset(ds, keep, f"{name}:{split}")
+
+
+def open_word_set(path: str | os.PathLike) -> LmdbWordSet | FolderWordSet | WordSubset:
+    """Open an LMDB (folder with data.mdb, or a data.mdb file) or a gt.txt folder, whichever ``path`` is.
+
+    ``PATH:train`` / ``PATH:heldout`` open the training part or the held-out part (10 % of the source photos) of
+    a real training set (``split_word_set``)."""
+    s = str(path)
+    for split in SPLITS:
+        if s.endswith(":" + split) and not Path(s).exists():
+            return split_word_set(open_word_set(s[: -len(split) - 1]), split)
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"data set {p}: not found")
