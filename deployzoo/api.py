@@ -280,3 +280,20 @@ def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_siz
     if json_path:
         write_json({"model": model, "data": data, "engines": records}, json_path)
     return 0
+
+
+def serve(target: str | None = None, **kw) -> int:
+    """``deployzoo serve [TARGET]``: HTTP server with dynamic batching (``deployzoo.serve``)."""
+    from deployzoo.serve import serve as _serve
+
+    return _serve(target, **kw)
+
+
+def export_triton(engine: str, out: str, **kw) -> int:
+    """``deployzoo export-triton ENGINE_DIR --out REPO``: an NVIDIA Triton model repository."""
+    from deployzoo.triton import export_triton as _export
+
+    paths = _export(engine, out, **kw)
+    print(f"wrote Triton model repository {out}: " + ", ".join(p.parent.name for p in paths))
+    print(f"  serve: tritonserver --model-repository {out}")
+    return 0

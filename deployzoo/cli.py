@@ -117,6 +117,32 @@ def make_parser() -> argparse.ArgumentParser:
     y.add_argument("--workers", type=_nonneg_int, help="render processes (default: all cores)")
     y.add_argument("--shard-size", type=_pos_int, help="samples per LMDB shard")
 
+    v = sub.add_parser("serve", help="serve an engine or checkpoint over HTTP with dynamic batching (extra: serve)")
+    v.add_argument("target", nargs="?", metavar="TARGET",
+                   help="engine directory, or model name (with --checkpoint); default: the shipped CRNN")
+    v.add_argument("--checkpoint", metavar="FILE", help="PyTorch checkpoint for a model-name TARGET")
+    v.add_argument("--random-weights", action="store_true", help="seeded random weights (smoke tests only)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=_nonneg_int, default=8000)
+    v.add_argument("--max-batch-size", type=_pos_int, default=64, help="images per engine call (default 64)")
+    v.add_argument("--max-queue-delay-ms", type=float, default=4.0,
+                   help="longest wait for a batch to fill (default 4 ms)")
+    v.add_argument("--max-queue-size", type=_pos_int, default=1024,
+                   help="images waiting; beyond it 503 + Retry-After (default 1024)")
+    v.add_argument("--max-request-images", type=_pos_int, default=256)
+    v.add_argument("--max-request-bytes", type=_pos_int, default=16 << 20, help="default 16 MiB; beyond it 413")
+    v.add_argument("--max-image-pixels", type=_pos_int, default=40_000_000)
+    v.add_argument("--threads", type=_pos_int, help="intra-op threads per engine instance")
+    v.add_argument("--instances", type=_pos_int, default=1, help="engine instances sharing the queue")
+
+    x = sub.add_parser("export-triton", help="write an NVIDIA Triton model repository from an ONNX Runtime engine")
+    x.add_argument("engine", metavar="ENGINE_DIR")
+    x.add_argument("--out", required=True, metavar="REPO")
+    x.add_argument("--max-batch-size", type=_pos_int, default=64)
+    x.add_argument("--max-queue-delay-ms", type=float, default=4.0)
+    x.add_argument("--instances", type=_pos_int, default=1, help="instance_group count (KIND_CPU)")
+    x.add_argument("--threads", type=_pos_int, default=2, help="ONNX Runtime intra-op threads per instance")
+
     w = sub.add_parser("slim", help="training checkpoint -> shippable fp16 weights with their metadata")
     w.add_argument("src")
     w.add_argument("--out", required=True)
@@ -191,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"models": api.models, "recognize": api.recognize, "eval": api.evaluate, "convert": api.convert,
                 "train": api.train, "synth": api.synth, "slim": api.slim, "export": api.export,
-                "build": api.build, "bench": api.bench, "run": api.run}
+                "build": api.build, "bench": api.bench, "run": api.run, "serve": api.serve,
+                "export-triton": api.export_triton}
     args = vars(make_parser().parse_args(argv))
     cmd = args.pop("cmd")
     try:
