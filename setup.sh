@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned, so no dependency can pull another build (or CUDA packages) in.
 .venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[dev,openvino,serve]"
+.venv/bin/pip install -q -e ".[all]"
 if .venv/bin/pip list 2>/dev/null | grep -qiE '^nvidia-|^triton '; then
   echo "setup: CUDA packages were pulled into .venv; refusing to continue" >&2
   exit 1

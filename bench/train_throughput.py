@@ -2,9 +2,15 @@
 one Ascend 910 card (1p, AMP O2, 100x32 inputs).
 
     python bench/train_throughput.py [--batch-size 256] [--amp bf16|fp16|none] [--steps 50] [--data-pipeline]
+    python bench/train_throughput.py --compare --data synth_lmdb --real real_words ... [--rounds 3]
 
 Default: model-only (a fixed batch in device memory: forward + CTC + backward + Adam step). With
---data-pipeline the batches come from the synthetic renderer in DataLoader workers, as in real training.
+--data-pipeline the batches come from the data loader, as in real training: the synthetic renderer in DataLoader
+workers, or with --data pre-rendered LMDB shards (``deployzoo synth``), plus --real words at --real-ratio.
+
+--compare times, interleaved in one run (A B A B, median of --rounds), the CPU recipe before this change
+(renderer in a DataLoader worker, NCHW) against after (pre-rendered shards reused across epochs, channels_last),
+each as a whole training loop with data.
 """
 
 from __future__ import annotations
@@ -15,55 +21,102 @@ import os
 import platform
 import time
 
+import numpy as np
 import torch
 
 from deployzoo.train import TrainConfig, Trainer
 
+BASE = dict(out="/tmp/deployzoo_train_bench", val_synth=0, val_every=0, ckpt_every=10 ** 9, log_every=10 ** 9,
+            progress=False, augment=1.0)
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--amp", default="auto")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--data-pipeline", action="store_true")
-    ap.add_argument("--workers", type=int, default=-1)
-    ap.add_argument("--json")
-    args = ap.parse_args()
-    cfg = TrainConfig(out="/tmp/deployzoo_train_bench", steps=args.warmup + args.steps, batch_size=args.batch_size,
-                      amp=args.amp, workers=args.workers if args.data_pipeline else 0, val_synth=0, val_every=0,
-                      ckpt_every=10 ** 9, log_every=10 ** 9, progress=False, augment=1.0)
+
+def measure(cfg: TrainConfig, warmup: int, steps: int, data_pipeline: bool) -> tuple[float, str]:
     tr = Trainer(cfg)
     sync = torch.cuda.synchronize if tr.device.type == "cuda" else (lambda: None)
-    if args.data_pipeline:
+    if data_pipeline:
         it = iter(tr.loader())
         batches = None
     else:
         from deployzoo.train import Encoded, collate
 
         enc = Encoded(tr.base, tr.pre, 0.0, 0)
-        items = [enc[(i, i)] for i in range(args.batch_size * 2)]
-        batch = collate([x for x in items if x is not None][: args.batch_size], tr.pre)
-        batches = [batch]
+        items = [enc[(i, i)] for i in range(cfg.batch_size * 2)]
+        batches = [collate([x for x in items if x is not None][: cfg.batch_size], tr.pre)]
     n = 0
-    for s in range(args.warmup + args.steps):
+    for s in range(warmup + steps):
         b = next(it) if batches is None else batches[0]
-        if s == args.warmup:
+        while b is None:
+            b = next(it)
+        if s == warmup:
             sync()
             t0 = time.perf_counter()
         tr.train_step(b)
-        if s >= args.warmup:
-            n += b[0].shape[0]
+        if s >= warmup:
+            n += sum(p[0].shape[0] for p in (b if isinstance(b, list) else [b]))
     sync()
-    dt = time.perf_counter() - t0
     dev = torch.cuda.get_device_name() if tr.device.type == "cuda" else platform.processor() or platform.machine()
-    rec = {"device": dev, "cores": os.cpu_count(), "batch_size": args.batch_size, "amp": str(tr.amp_dtype),
-           "data_pipeline": args.data_pipeline, "images_per_s": n / dt, "seed_002_ascend_1p": 11733.53,
+    return n / (time.perf_counter() - t0), dev
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--amp", default="auto")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--data-pipeline", action="store_true")
+    ap.add_argument("--data", nargs="+", default=[], help="pre-rendered LMDB shards (deployzoo synth) for the pipeline")
+    ap.add_argument("--real", nargs="+", default=[], help="real word sets mixed in (--real-ratio)")
+    ap.add_argument("--real-ratio", type=float, default=0.5)
+    ap.add_argument("--workers", type=int, default=-1)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--keep-ratio", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="before vs after, interleaved (needs --data)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    common = dict(BASE, batch_size=args.batch_size, amp=args.amp, threads=args.threads, keep_ratio=args.keep_ratio)
+    if args.compare:
+        if not args.data:
+            ap.error("--compare needs --data (pre-rendered shards for the 'after' recipe)")
+        steps = args.warmup + args.steps
+        variants = {
+            "before: renderer in 1 worker, NCHW": TrainConfig(**common, steps=steps, workers=1, channels_last=False),
+            "after: shards + real words, channels_last": TrainConfig(
+                **common, steps=steps, workers=args.workers if args.workers >= 0 else 1, channels_last=True,
+                train=args.data, real=args.real, real_ratio=args.real_ratio),
+        }
+        res: dict[str, list[float]] = {k: [] for k in variants}
+        dev = ""
+        for r in range(args.rounds):
+            for name, cfg in variants.items():
+                ips, dev = measure(cfg, args.warmup, args.steps, True)
+                res[name].append(ips)
+                print(f"round {r + 1}: {name}: {ips:.0f} images/s", flush=True)
+        med = {k: float(np.median(v)) for k, v in res.items()}
+        first = next(iter(med.values()))
+        print(f"\n{dev}, {os.cpu_count()} cores, torch {torch.__version__}, batch {args.batch_size}, AMP {args.amp}, "
+              f"{args.steps} steps x {args.rounds} interleaved rounds\n")
+        print("| recipe | images/s (median) | min | max | vs before |")
+        print("|---|---:|---:|---:|---:|")
+        for k, v in res.items():
+            print(f"| {k} | {med[k]:.0f} | {min(v):.0f} | {max(v):.0f} | {med[k] / first:.2f}x |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": dev, "rounds": res, "median": med}, f, indent=2)
+        return
+    cfg = TrainConfig(**common, steps=args.warmup + args.steps, channels_last=args.channels_last,
+                      workers=args.workers if args.data_pipeline else 0, train=args.data, real=args.real,
+                      real_ratio=args.real_ratio)
+    ips, dev = measure(cfg, args.warmup, args.steps, args.data_pipeline)
+    rec = {"device": dev, "cores": os.cpu_count(), "batch_size": args.batch_size, "amp": args.amp,
+           "data_pipeline": args.data_pipeline, "images_per_s": ips, "seed_002_ascend_1p": 11733.53,
            "torch": torch.__version__}
     print("| device | batch | AMP | data | images/s | vs seed 002 (11,733 img/s, 1 Ascend 910) |")
     print("|---|---:|---|---|---:|---:|")
-    print(f"| {dev} | {args.batch_size} | {rec['amp']} | {'renderer workers' if args.data_pipeline else 'in memory'} "
-          f"| {rec['images_per_s']:.0f} | {rec['images_per_s'] / 11733.53:.2f}x |")
+    data = ("LMDB shards" if args.data else "renderer workers") if args.data_pipeline else "in memory"
+    print(f"| {dev} | {args.batch_size} | {args.amp} | {data} | {ips:.0f} | {ips / 11733.53:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rec, f, indent=2)

@@ -108,7 +108,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train CRNN (defaults from seed 003: Adam 1e-4, batch 32)")
     t.add_argument("model", choices=["crnn"])
-    _dataclass_args(t, "deployzoo.train", "TrainConfig")
+    _dataclass_args(t, "deployzoo.train_config", "TrainConfig")
 
     y = sub.add_parser("synth", help="render synthetic word images into LMDB shards")
     y.add_argument("--out", required=True, help="new LMDB folder (or a folder of shards with --shard-size)")
@@ -211,6 +211,12 @@ def _weights_args(p: argparse.ArgumentParser, engine: bool = True, multi: bool =
                    help="seeded random weights, for smoke tests only: every output says so")
 
 
+#: optional packages -> the extra that installs them (the base install is the torch-free runtime)
+EXTRAS = {"torch": "torch", "onnx": "torch", "fontTools": "torch", "wordfreq": "torch", "tensorboard": "torch",
+          "openvino": "openvino", "nncf": "openvino", "fastapi": "serve", "uvicorn": "serve", "multipart": "serve",
+          "prometheus_client": "serve"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from deployzoo import api
     from deployzoo.errors import DeployzooError
@@ -225,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         return commands[cmd](**args) or 0
     except DeployzooError as e:
         print(f"deployzoo {cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"deployzoo {cmd}: error: this needs {e.name}, which is not installed: pip install 'deployzoo[{extra}]'",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"deployzoo {cmd}: interrupted", file=sys.stderr)

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from deployzoo.errors import DeployzooError
-from deployzoo.models.crnn import output_length
-from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, pad_batch, preprocess
+from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, output_length, pad_batch, preprocess
 from deployzoo.process.ctc import Decoded, Lexicon, greedy_decode
 from deployzoo.process.image import ImageLike, describe, load_image, prepare_each
 from deployzoo.process.text import ALPHABET

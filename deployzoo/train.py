@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,48 +31,7 @@ from deployzoo.models.crnn import crnn, output_length
 from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
 from deployzoo.process.image import load_image
 from deployzoo.process.text import ALPHABET, encode, normalize_label
-
-
-@dataclass
-class TrainConfig:
-    """Defaults follow seed 003 (Adam, lr 1e-4, batch 32); every field is a CLI flag."""
-
-    out: str = "runs/crnn"
-    train: list[str] = field(default_factory=list)  # LMDB / gt.txt folders; empty -> synthetic words on the fly
-    real: list[str] = field(default_factory=list)  # real word sets mixed into every batch (their :train part)
-    real_ratio: float = 0.5  # share of each batch drawn from --real (the rest: --train or the renderer)
-    real_holdout: bool = True  # hold out 10 % of each --real set's source photos and validate on them
-    val: list[str] = field(default_factory=list)  # real sets for model selection only (never trained on)
-    val_synth: int = 2000  # held-out synthetic words (own seed) validated every val_every steps
-    steps: int = 100_000
-    batch_size: int = 32  # per process under DDP
-    optimizer: str = "adam"  # adam | adamw | adadelta | sgd
-    lr: float = 1e-4
-    schedule: str = "constant"  # constant | cosine | onecycle
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 5.0
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16
-    channels_last: bool = True  # NHWC convolutions (CPU: 1.37x images/s with bf16, bench/train_throughput.py)
-    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
-    width_groups: int = 4  # keep-ratio: each batch runs as this many width-sorted groups (less padding)
-    keep_ratio: bool = False  # False: 100x32 as the seeds
-    max_width: int = 256
-    augment: float = 1.0  # augmentation strength; 0 turns it off
-    workers: int = -1  # DataLoader workers; -1 = all cores but one (at most 16)
-    seed: int = 0
-    synth_seed: int = 0
-    synth_ablate: list[str] = field(default_factory=list)  # renderer features switched off (ablation runs)
-    log_every: int = 50
-    val_every: int = 2000
-    ckpt_every: int = 1000
-    init: str | None = None  # start from these weights (not a resume)
-    resume: bool = False
-    device: str = "auto"
-    progress: bool = True
-
-    def preprocess(self) -> CrnnPreprocess:
-        return CrnnPreprocess(keep_ratio=self.keep_ratio, max_width=self.max_width)
+from deployzoo.train_config import TrainConfig
 
 
 # ------------------------------------------------------------------ data

@@ -329,7 +329,7 @@ class QuantBudget:
 def decoded(model: str, out: np.ndarray, widths: np.ndarray | None, n: int) -> list:
     """Comparable decoded outputs of the first ``n`` items: CRNN greedy text, top-1 class, or pixel classes."""
     if model == "crnn":
-        from deployzoo.models.crnn import output_length
+        from deployzoo.process.crnn import output_length
 
         best = out.argmax(-1)  # (T, B)
         res = []

@@ -21,8 +21,19 @@ class _Mapped:
 
 def iter_decoded(fn: Callable[[int], object], indices: list[int], workers: int, chunk: int,
                  prefetch: int = 4) -> Iterator:
-    """Yield ``fn(i)`` for each index in order, computed in ``workers`` DataLoader processes (0: in this one)."""
-    from torch.utils.data import DataLoader
+    """Yield ``fn(i)`` for each index in order, computed in ``workers`` DataLoader processes (0: in this one).
+    Without torch (the runtime install), a forked multiprocessing pool does the same."""
+    if workers == 0:
+        yield from map(fn, indices)
+        return
+    try:
+        from torch.utils.data import DataLoader
+    except ImportError:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(fn, indices, chunksize=max(1, chunk))
+        return
 
     loader = DataLoader(_Mapped(fn, indices), batch_size=chunk, shuffle=False, num_workers=workers, collate_fn=list,
                         persistent_workers=False, prefetch_factor=prefetch if workers else None,
@@ -35,8 +46,10 @@ def worker_init(_: int) -> None:
     """One torch thread per worker. cv2.setNumThreads is NOT called here: in a forked child it rebuilds the parent's
     OpenCV thread pool and hangs in pthread_cond_destroy once the parent has used cv2 in parallel (plain cv2 calls in
     the child are fine)."""
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return
     torch.set_num_threads(1)
 
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from deployzoo.checkpoint import load_strict, read_checkpoint, unwrap_state_dict
 from deployzoo.errors import CheckpointError
+from deployzoo.process.crnn import output_length  # noqa: F401  (re-exported: the VGG's frame count)
 
 #: meijieru's VGG: (out_channels, kernel, padding, batchnorm) per conv, and the pool after it (if any).
 _CONVS = [(64, 3, 1, False), (128, 3, 1, False), (256, 3, 1, True), (256, 3, 1, False),
@@ -60,11 +61,6 @@ class CRNN(nn.Module):
         f = self.cnn(x)  # (B, 512, 1, T)
         f = f.squeeze(2).permute(2, 0, 1)  # (T, B, 512)
         return self.rnn(f)  # (T, B, num_classes)
-
-
-def output_length(width: int) -> int:
-    """Number of CTC frames T for an input width W (the conv/pool arithmetic of the VGG above)."""
-    return width // 4 + 1
 
 
 def crnn_state_dict_filter(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:

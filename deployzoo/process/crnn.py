@@ -52,6 +52,11 @@ class CrnnPreprocess:
         return int(min(-(-w // self.bucket) * self.bucket, max(self.max_width, w)))
 
 
+def output_length(width: int) -> int:
+    """Number of CTC frames T for an input width W (the conv/pool arithmetic of CRNN's VGG: W / 4 + 1)."""
+    return width // 4 + 1
+
+
 def resize_word(gray: np.ndarray, cfg: CrnnPreprocess) -> np.ndarray:
     """uint8 (H0, W0) -> uint8 (height, w): INTER_AREA when shrinking, INTER_LINEAR when enlarging."""
     h0, w0 = gray.shape[:2]

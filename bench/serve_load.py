@@ -1,0 +1,239 @@
+"""Load test of ``deployzoo serve``: concurrency sweep with perf_analyzer's stability rule, then a soak.
+
+    python bench/serve_load.py --engine eng/crnn_int8 [--data words_folder] [--threads 2] [--instances 1] \
+        [--levels 1 4 16 64] [--images-per-request 1 8] [--window-s 5] [--soak-s 600] [--json out.json]
+
+The server runs in its own process on loopback; clients are asyncio tasks (httpx) in this process. Per level:
+5-second windows until the last 3 are within 10 % of their mean (at most 10 windows); then requests/s, images/s,
+p50/p90/p95/p99 latency, average batch size (the server's inference / execution counters), rejected (503) and
+failed counts, and every answer checked against the same engine reading the image alone: lost and wrong counts.
+Beside it: the same engine in this process at batch 64 (images/s). The soak runs 32 one-image clients for
+``--soak-s`` seconds and reports RSS at its start and end.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def word_images(data: str | None, count: int) -> list[bytes]:
+    """Encoded word images: from a word set, or rendered by the synthetic renderer (seed 4242)."""
+    if data:
+        from deployzoo.data.words import iter_raw_bytes, open_word_set
+
+        out = [b for _, b in iter_raw_bytes(open_word_set(data)) if b]
+        return out[:count]
+    import io
+
+    from PIL import Image
+
+    from deployzoo.data.synth import SynthWordDataset
+
+    ds = SynthWordDataset(count, seed=4242)
+    out = []
+    for i in range(count):
+        gray, _ = ds[i]
+        buf = io.BytesIO()
+        Image.fromarray(gray).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def metric_totals(text: str) -> dict[str, float]:
+    tot: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("deployzoo_") and "_total{" in line:
+            name = line.split("{", 1)[0]
+            tot[name] = tot.get(name, 0.0) + float(line.split()[-1])
+    return tot
+
+
+async def run_window(client, url: str, images: list[bytes], expected: list[str], clients: int, per_req: int,
+                     seconds: float, state: dict) -> dict:
+    lat, ok_imgs, rejected, failed, wrong, lost = [], 0, 0, 0, 0, 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(w: int):
+        nonlocal ok_imgs, rejected, failed, wrong, lost
+        while time.perf_counter() < stop:
+            k = state["next"]
+            state["next"] += per_req
+            idx = [(k + j) % len(images) for j in range(per_req)]
+            files = [("files", (f"{i}.png", images[i], "image/png")) for i in idx]
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, files=files, timeout=60)
+            except Exception:
+                failed += 1
+                continue
+            dt = time.perf_counter() - t0
+            if r.status_code == 503:
+                rejected += 1
+                await asyncio.sleep(0.01)
+                continue
+            if r.status_code != 200:
+                failed += 1
+                continue
+            res = r.json()["results"]
+            if len(res) != per_req:
+                lost += per_req - len(res)
+            for i, x in zip(idx, res):
+                if x.get("error") or x.get("text") != expected[i]:
+                    wrong += 1
+            lat.append(dt)
+            ok_imgs += len(res)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    wall = time.perf_counter() - t0
+    return {"requests": len(lat), "images": ok_imgs, "seconds": wall, "lat": lat, "rejected": rejected,
+            "failed": failed, "wrong": wrong, "lost": lost}
+
+
+async def level(base: str, images, expected, clients: int, per_req: int, window_s: float, max_windows: int) -> dict:
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(limits=limits) as client:
+        m0 = metric_totals((await client.get(base + "/metrics")).text)
+        state = {"next": 0}
+        wins = []
+        for _ in range(max_windows):
+            wins.append(await run_window(client, base + "/v1/recognize", images, expected, clients, per_req,
+                                         window_s, state))
+            if len(wins) >= 3:
+                rates = [w["images"] / w["seconds"] for w in wins[-3:]]
+                if max(rates) - min(rates) <= 0.1 * np.mean(rates):
+                    break
+        m1 = metric_totals((await client.get(base + "/metrics")).text)
+    last = wins[-3:] if len(wins) >= 3 else wins
+    lat = np.array([x for w in last for x in w["lat"]]) * 1000
+    secs = sum(w["seconds"] for w in last)
+    inf = m1.get("deployzoo_inference_count_total", 0) - m0.get("deployzoo_inference_count_total", 0)
+    exe = m1.get("deployzoo_execution_count_total", 0) - m0.get("deployzoo_execution_count_total", 0)
+    pct = np.percentile(lat, [50, 90, 95, 99]) if len(lat) else [float("nan")] * 4
+    return {"clients": clients, "images_per_request": per_req, "windows": len(wins),
+            "stable": len(wins) < max_windows or len(wins) == 3,
+            "requests_per_s": sum(w["requests"] for w in last) / secs,
+            "images_per_s": sum(w["images"] for w in last) / secs,
+            "p50_ms": pct[0], "p90_ms": pct[1], "p95_ms": pct[2], "p99_ms": pct[3],
+            "avg_batch": inf / exe if exe else float("nan"),
+            "rejected": sum(w["rejected"] for w in wins), "failed": sum(w["failed"] for w in wins),
+            "wrong": sum(w["wrong"] for w in wins), "lost": sum(w["lost"] for w in wins)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--data", help="word set (LMDB / gt.txt folder); default: 256 rendered words")
+    ap.add_argument("--count", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--max-batch-size", type=int, default=64)
+    ap.add_argument("--max-queue-delay-ms", type=float, default=4.0)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--images-per-request", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--window-s", type=float, default=5.0)
+    ap.add_argument("--max-windows", type=int, default=10)
+    ap.add_argument("--soak-s", type=float, default=600.0)
+    ap.add_argument("--soak-clients", type=int, default=32)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    import httpx
+
+    import deployzoo
+
+    images = word_images(args.data, args.count)
+    rec = deployzoo.load("crnn", engine=args.engine, threads=args.threads, batch_size=64)
+    expected = [rec(img).text for img in images]  # each image alone
+    xs = [rec.prepare(img) for img in images]
+    rec.infer(xs)
+    t0 = time.perf_counter()
+    rounds = 0
+    while time.perf_counter() - t0 < 5:
+        rec.infer(xs)
+        rounds += 1
+    direct = rounds * len(xs) / (time.perf_counter() - t0)
+    del rec
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "deployzoo.cli", "serve", args.engine, "--port", str(port), "--threads",
+           str(args.threads), "--instances", str(args.instances), "--max-batch-size", str(args.max_batch_size),
+           "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--max-queue-size", "100000"]
+    srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(base + "/v2/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if srv.poll() is not None or time.time() - t0 > 120:
+                raise SystemExit(f"server did not become ready: {srv.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        rss0 = rss_mib(srv.pid)
+        rows = []
+        for per_req in args.images_per_request:
+            for c in args.levels:
+                r = asyncio.run(level(base, images, expected, c, per_req, args.window_s, args.max_windows))
+                r["rss_mib"] = rss_mib(srv.pid)
+                rows.append(r)
+                print(f"clients {c:>3} x {per_req} img: {r['images_per_s']:.0f} img/s, p99 {r['p99_ms']:.1f} ms, "
+                      f"batch {r['avg_batch']:.1f}, wrong {r['wrong']}", flush=True)
+        soak = None
+        if args.soak_s > 0:
+            s_rss0 = rss_mib(srv.pid)
+            soak = asyncio.run(level(base, images, expected, args.soak_clients, 1, args.soak_s, 1))
+            soak.update({"rss_start_mib": s_rss0, "rss_end_mib": rss_mib(srv.pid), "seconds": args.soak_s})
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+    print(f"\nEngine {args.engine}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads "
+          f"{args.threads}, instances {args.instances}, max batch {args.max_batch_size}, delay "
+          f"{args.max_queue_delay_ms} ms; in-process batch 64: {direct:.0f} images/s; server RSS at start "
+          f"{rss0:.0f} MiB\n")
+    print("| clients | img/req | req/s | img/s | vs in-process b64 | p50 ms | p90 ms | p95 ms | p99 ms | avg batch "
+          "| rejected | failed | lost | wrong |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows + ([dict(soak, clients=f"soak {args.soak_clients}")] if soak else []):
+        print(f"| {r['clients']} | {r['images_per_request']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} | "
+              f"{r['images_per_s'] / direct * 100:.0f} % | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p95_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['avg_batch']:.1f} | {r['rejected']} | {r['failed']} | {r['lost']} | "
+              f"{r['wrong']} |")
+    if soak:
+        growth = (soak["rss_end_mib"] - soak["rss_start_mib"]) / soak["rss_start_mib"] * 100
+        print(f"\nsoak {args.soak_s:.0f} s at {args.soak_clients} clients: RSS {soak['rss_start_mib']:.0f} -> "
+              f"{soak['rss_end_mib']:.0f} MiB ({growth:+.1f} %)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"direct_batch64_images_per_s": direct, "rss_start_mib": rss0,
+                                               "levels": rows, "soak": soak}, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
