@@ -73,6 +73,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-disagreement", type=float, default=1.0, metavar="PERCENT",
                    help="int8 budget on unlabelled images: %% of probe images whose top-1 class / pixel class may "
                         "differ from float (default 1)")
+    b.add_argument("--int8-lstm", action="store_true",
+                   help="onnxruntime int8: also quantise the LSTMs (dynamic int8, kept only within the budget)")
+    b.add_argument("--portable", action="store_true",
+                   help="onnxruntime int8: 7-bit weights, exact on CPUs without VNNI too (for engines you ship)")
     b.add_argument("--shape-mutable", type=_bool, default=True)
     b.add_argument("--batch-size", type=_pos_int, help="fixed batch when --shape-mutable false")
     b.add_argument("--threads", type=_pos_int)

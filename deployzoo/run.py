@@ -130,6 +130,12 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
                 continue
             row = Row(model, precision, backend, batch_size)
             rep.rows.append(row)
+            from deployzoo.engines.manifest import precision_advice
+
+            advice = precision_advice(precision, backend)
+            if advice:
+                log(f"      note: {advice}")
+                row.note = advice.split(":")[0]
             try:
                 log(f"[4/5] build {backend} {precision}")
                 path = build_engine(model, precision, backend, checkpoint=ckpt, calib_data=calib_data,

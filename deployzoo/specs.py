@@ -62,6 +62,19 @@ def _shipped(name: str) -> Path | None:
     return Path(str(p)) if p.is_file() else None
 
 
+SHIPPED_ENGINE = "crnn_ort_int8"  # ONNX Runtime engine of the shipped weights (scripts/build_shipped_engine.sh)
+
+
+def shipped_engine() -> Path | None:
+    """The engine directory shipped beside ``crnn.pt`` (used when torch is not installed), or None."""
+    try:
+        p = resources.files("deployzoo.weights") / SHIPPED_ENGINE
+    except ModuleNotFoundError:
+        return None
+    p = Path(str(p))
+    return p if (p / "manifest.json").is_file() else None
+
+
 def _lazy(module: str, name: str):
     """deployzoo.models.<module>.<name>, imported on first use."""
     import importlib

@@ -488,3 +488,18 @@ def test_many_candidates_are_measured_in_contiguous_groups():
     assert res["float_units"] == ["l35 .. l39 (5 layers)"] and res["float_nodes"] == [f"l{i}" for i in range(35, 40)]
     assert len(res["quantized_nodes"]) == 35 and res["budget_met"]
     assert len(calls) == 1 + 8 + 1  # all int8, each group alone, then with the worst group float
+
+
+def test_precision_advice_follows_what_the_cpu_computes_natively():
+    from deployzoo.engines.manifest import precision_advice
+
+    epyc = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}  # no AMX
+    xeon = epyc | {"amx_bf16", "amx_int8", "avx512_fp16"}
+    old = {"avx2"}
+    assert "no AMX" in precision_advice("force_bfloat16", "openvino", epyc)
+    assert precision_advice("force_bfloat16", "openvino", xeon) is None
+    assert "will not pay" in precision_advice("force_float16", "openvino", xeon)  # measured 0.63x f32 there
+    assert precision_advice("qint8_mixed_float16", "onnxruntime", epyc) is None
+    assert "no VNNI" in precision_advice("qint8_mixed_float16", "onnxruntime", old)
+    assert precision_advice("force_float32", "openvino", old) is None
+    assert precision_advice("force_bfloat16", "aoti", epyc) is None  # GPU engines: not a CPU question

@@ -568,7 +568,7 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
         input_size: (H, W) of a segmentation engine (default the spec's 1024 x 2048); fixed in the engine.
         options: backend-specific options (see each backend module).
     """
-    from deployzoo.engines.manifest import EngineWriter, host_info, library_versions, now_iso
+    from deployzoo.engines.manifest import EngineWriter, host_info, library_versions, now_iso, precision_advice
     from deployzoo.export import checkpoint_sha256, input_spec, load_model, preprocess_params
     from deployzoo.specs import get_spec
 
@@ -615,8 +615,12 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
                               "preprocess": "same as inference (see preprocess)"}
             ctx.log(f"calibration: {len(calib_items)} images from {calib_data}, {len(probe_items)} held out to "
                     "measure the error")
+        advice = precision_advice(precision, backend)
+        if advice:
+            ctx.log(f"note: {advice}")
         built = mod.build(ctx)
         manifest = {
+            "cpu_advice": advice,
             "model": model, "precision": precision, "backend": backend, "device": built.pop("device", "cpu"),
             "entry": built.pop("entry"),
             "input": spec,

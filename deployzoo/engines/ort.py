@@ -262,11 +262,12 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
     cands = _quantizable_nodes(proto)
     if not any(c[1] in QUANT_OPS for c in cands):
         raise EngineError(f"int8: {ctx.model} has no Conv/MatMul/Gemm nodes to quantise")
-    vnni = _has_vnni()
+    vnni = _has_vnni() and not ctx.options.get("portable")  # portable: 7-bit weights, safe on CPUs without VNNI
     settings = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8 (symmetric)",
                 "activation_type": "QUInt8 (asymmetric)", "reduce_range": not vnni,
-                "reduce_range_reason": "CPU has VNNI/AMX int8 dot products" if vnni else "no VNNI: 7-bit weights avoid "
-                "int16 saturation"}
+                "reduce_range_reason": "CPU has VNNI/AMX int8 dot products" if vnni else
+                "--portable: 7-bit weights, no int16 saturation on CPUs without VNNI" if ctx.options.get("portable")
+                else "no VNNI: 7-bit weights avoid int16 saturation"}
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     wanted = ctx.options.get("calib_method", "auto")
@@ -319,6 +320,7 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
     choice = choose_float_nodes(cands, lambda q: runner(quantize(method, q)), ctx.model, ctx.probe,
                                 reference, ctx.budget, ctx.log, ctx.options.get("measure_each"))
     final = quantize(method, set(choice["quantized_nodes"]), ctx.dir / ENTRY)
+    lstm = _dynamic_lstm(ctx, final, td, runner, reference) if ctx.options.get("int8_lstm") else None
     g = onnx.load(str(final)).graph
     dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
     int8_nodes = [n.name for n in g.node if n.op_type in QUANT_OPS and n.input[0] in dq_out and n.input[1] in dq_out]
@@ -329,6 +331,30 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
     return {"scheme": "static int8 QDQ (onnxruntime.quantization.quantize_static)", **settings,
             "calibration": {**ctx.calib_info, "method": method, "tried": calib_results},
             **choice, "node_types": {c: op_of[c] for c in cands}, "int8_nodes": int8_nodes,
-            "always_float": {"LSTM": "ORT static QDQ has no int8 LSTM kernel"},
+            "lstm": lstm or {"scheme": "float32", "why": "ORT static QDQ has no int8 LSTM kernel (--int8-lstm: "
+                                                          "dynamic int8 LSTM)"},
             "float_parts_dtype": "float32 (ORT's CPU EP has no fp16 kernels for them)",
             "search_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _dynamic_lstm(ctx, final: Path, td: Path, runner, reference) -> dict:
+    """LSTM weights to int8 with ORT's dynamic quantisation (``DynamicQuantizeLSTM``: int8 weights, activations
+    quantised per call), on top of the static QDQ convolutions. Kept when the whole engine still meets the
+    budget on the probe images; otherwise the LSTMs stay float32 and the manifest says why."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from deployzoo.engines.build import measure
+
+    out = td / "lstm_int8.onnx"
+    with _quiet():
+        quantize_dynamic(str(final), str(out), op_types_to_quantize=["LSTM"], weight_type=QuantType.QInt8)
+    res = measure(ctx.model, runner(out), ctx.probe, reference)
+    info = {"scheme": "dynamic int8 (onnxruntime quantize_dynamic, DynamicQuantizeLSTM)", "probe": res,
+            "bytes": out.stat().st_size, "bytes_float_lstm": final.stat().st_size}
+    if ctx.budget.met(res):
+        shutil.copyfile(out, final)
+        ctx.log(f"LSTM int8 (dynamic): {ctx.budget.describe(res)}: kept ({info['bytes_float_lstm'] / 2**20:.1f} -> "
+                f"{info['bytes'] / 2**20:.1f} MiB)")
+        return {**info, "kept": True}
+    ctx.log(f"LSTM int8 (dynamic): {ctx.budget.describe(res)}: over the budget, LSTMs stay float32")
+    return {**info, "kept": False}
