@@ -340,6 +340,12 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
     import deployzoo
     from deployzoo.specs import get_spec
 
+    if target in (None, "crnn") and checkpoint is None and not random_weights:
+        from deployzoo.engines import _has_torch
+        from deployzoo.specs import shipped_engine
+
+        if not _has_torch() and shipped_engine() is not None:
+            target = str(shipped_engine())  # no torch: the shipped ONNX Runtime engine of the shipped weights
     if target and Path(target).is_dir():
         from deployzoo.engines.manifest import verify_engine
 

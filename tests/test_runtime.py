@@ -57,8 +57,8 @@ def test_recognize_eval_bench_models_run_without_torch(engine, words, capsys, tm
     assert p.returncode == 0 and "crnn" in p.stdout
 
 
-@pytest.mark.parametrize("args", [["train", "crnn", "--steps", "1"], ["recognize", "x.png"],
-                                  ["export", "crnn", "--out", "x.onnx"]])
+@pytest.mark.parametrize("args", [["train", "crnn", "--steps", "1"], ["build", "crnn", "--precision", "fp32",
+                                  "--out", "x"], ["export", "crnn", "--out", "x.onnx"]])
 def test_commands_that_need_torch_name_the_extra_in_one_line(args):
     p = run_without_torch(args)
     assert p.returncode == 2

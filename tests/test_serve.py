@@ -262,3 +262,28 @@ def test_export_triton_repository_parses_with_tritonclient_protobuf(engine, tmp_
     # a second export into the same folder is refused, nothing half-written is left
     assert main(["export-triton", str(engine), "--out", str(repo)]) == 2
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_classify_route_serves_volo_through_the_same_predictor_api():
+    """VOLO-D2 (seeded random weights, a smoke test of the route): top-k per image, a bad image answered alone."""
+    import deployzoo
+
+    cfg = ServeConfig(max_batch_size=4, max_queue_delay_ms=5, threads=1)
+    srv = Server(create_app(served_from("volo_d2", None, cfg, random_weights=True)))
+    try:
+        srv.wait_ready(300)
+        from PIL import Image
+
+        photo = Image.fromarray((np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8))
+        r = httpx.post(srv.url + "/v1/classify", files=_multipart([png_bytes(photo), b"broken"]), timeout=120)
+        assert r.status_code == 200, r.text
+        good, bad = r.json()["results"]
+        assert len(good["topk"]) == 5 and good["error"] is None and good["topk"][0]["wnid"].startswith("n")
+        assert bad["error"] and "topk" not in bad
+        ref = deployzoo.load("volo_d2", random_weights=True, threads=1)(png_bytes(photo))
+        assert good["topk"][0]["index"] == ref.index
+        meta = httpx.get(srv.url + "/v2/models/volo_d2").json()
+        assert meta["inputs"][0]["shape"] == [-1, 3, 224, 224] and meta["outputs"][0]["shape"] == [-1, 1000]
+        assert httpx.post(srv.url + "/v1/recognize", json={"images": []}).status_code == 404
+    finally:
+        srv.stop()
