@@ -206,6 +206,12 @@ def build(model: str, precision: str, out: str, backend: str = "onnxruntime", ch
                         max_accuracy_drop=None if max_accuracy_drop is None else max_accuracy_drop / 100,
                         max_disagreement=None if max_disagreement is None else max_disagreement / 100,
                         input_size=input_size, options={"int8_lstm": int8_lstm, "portable": portable})
+    from deployzoo.engines.manifest import read_manifest
+    from deployzoo.engines.quant import summary_lines
+
+    q = read_manifest(path).get("quantization") or {}
+    for line in summary_lines(q) if "final" in q else []:
+        print(line)
     print(f"Generate model done, model save to {path}")
     return 0
 

@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from conftest import word_image
-from deployzoo.engines.build import (Batch, QuantBudget, build_engine, calibration_inputs, choose_float_nodes,
-                                     normalize_precision, open_engine, run_fixed_batches)
+from deployzoo.engines.build import (Batch, build_engine, calibration_inputs, normalize_precision, open_engine,
+                                     run_fixed_batches)
 from deployzoo.engines.manifest import (MANIFEST_NAME, EngineWriter, _manifest_digest, sha256_file, verify_engine)
+from deployzoo.engines.quant import QuantBudget, choose_float_nodes, clopper_pearson, paired_drop
 from deployzoo.errors import DatasetError, EngineError
 from deployzoo.export import load_model, run_torch
 from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
@@ -138,14 +139,18 @@ def test_ort_int8_calibrated_and_chosen_by_measurement(ort_int8, model, word_bat
     assert set(q["sensitivity_alone_int8"]) == set(q["candidates"])
     # the calibration set is a labelled word folder: the budget is word accuracy lost against float
     assert q["budget"] == {"max_accuracy_drop": 0.005, "max_disagreement": 0.01, "max_rel_l2": 0.01,
-                           "criterion": "accuracy_drop"}
+                           "criterion": "accuracy_drop", "confidence": 0.95}
     assert q["calibration"]["probe_labelled"] and q["final"]["labelled"] == q["probe_images"]
     assert q["budget_met"] and q["final"]["rel_l2"] <= 0.01 and q["final"]["accuracy_drop"] <= 0.005
     # the float nodes are the most sensitive ones, in order, and really are float in the graph
     sens = q["sensitivity_alone_int8"]
     budget = QuantBudget(q["budget"]["max_disagreement"], q["budget"]["max_rel_l2"], q["budget"]["max_accuracy_drop"])
+    # (the seeded model reads none of the words, so the relative-L2 bound, not the accuracy drop, drives this search)
     ranked = sorted(q["candidates"], key=lambda c: budget.error_key(sens[c]), reverse=True)
     assert q["float_nodes"] == ranked[: len(q["float_nodes"])]
+    lo, hi = q["final"]["drop_interval"]
+    assert lo <= q["final"]["accuracy_drop"] <= hi and q["verdict"] in ("certified", "met")
+    assert q["probe_check"]["probe_words"] == q["probe_images"]
     assert set(q["int8_nodes"]) == set(q["candidates"]) - set(q["float_nodes"]) and q["int8_nodes"]
     g = onnx.load(ort_int8 / "model.onnx").graph
     assert sum(n.op_type == "QuantizeLinear" for n in g.node) > 0
@@ -426,31 +431,104 @@ def _onehot_logits(first: list[int], scale: list[float] | None = None) -> np.nda
     return out
 
 
+def _class_probe(n: int, right: int):
+    """A labelled top-1 probe of n items (item k's class is k + 1; 0 would read as an empty label): the float
+    model reads the first ``right`` of them."""
+    labels = [k + 1 for k in range(n)]
+    first = [_cls(k, 0 if k < right else 1, n) for k in range(n)]
+    return labels, first
+
+
+def _cls(k: int, off: int, n: int) -> int:
+    """Item k's class shifted by ``off`` (0: the right class, else a wrong one)."""
+    return (k + off) % n + 1
+
+
+def _class_logits(first: list[int], n: int) -> np.ndarray:
+    out = np.zeros((len(first), n + 1), np.float32)
+    out[np.arange(len(first)), first] = 1.0
+    return out
+
+
 def test_labelled_budget_counts_accuracy_lost_not_outputs_changed():
-    """'x' changes a wrong answer into another wrong one (25 % disagreement, no accuracy lost); 'y' breaks a right
-    answer. With labels only 'y' must stay float, although 'x' moves the logits more; without labels both would."""
-    ref = [_onehot_logits([1, 2, 3, 4])]
-    labels = [(1,), (2,), (3,), (9,)]  # the float model reads 3 of 4
-    probe = [Batch(np.zeros((4, 1, 32, 8), np.float32), np.array([8] * 4), 4, labels)]
-    edits = {"x": (3, 5, 2.0), "y": (0, 6, 1.0)}  # item, new class, logit scale (x moves the outputs more)
+    """'x' changes 40 wrong answers into other wrong ones (10 % disagreement, no accuracy lost); 'y' breaks 20
+    right answers (5 points, far beyond noise on 400 items). With labels only 'y' must stay float, although 'x'
+    changes more outputs; without labels both would."""
+    n = 400
+    labels, first0 = _class_probe(n, 300)
+    ref = [_class_logits(first0, n)]
+    probe = [Batch(np.zeros((n, 3, 2, 2), np.float32), None, n, labels)]
+    edits = {"x": {k: _cls(k, 2, n) for k in range(300, 340)}, "y": {k: _cls(k, 1, n) for k in range(20)}}
 
     def make(q):
-        first, scale = [1, 2, 3, 4], [1.0] * 4
-        for n in q:
-            b, k, sc = edits[n]
-            first[b], scale[b] = k, sc
-        return lambda x: _onehot_logits(first, scale)
+        first = list(first0)
+        for name in q:
+            for k, v in edits[name].items():
+                first[k] = v
+        return lambda x: _class_logits(first, n)
 
-    res = choose_float_nodes(["x", "y"], make, "crnn", probe, ref, QuantBudget(max_accuracy_drop=0.005))
-    assert res["all_int8"]["accuracy_drop"] == pytest.approx(0.25) and res["all_int8"]["reference_accuracy"] == 0.75
+    res = choose_float_nodes(["x", "y"], make, "volo_d2", probe, ref, QuantBudget(max_accuracy_drop=0.005))
+    assert res["all_int8"]["accuracy_drop"] == pytest.approx(0.05) and res["all_int8"]["reference_accuracy"] == 0.75
     assert res["sensitivity_alone_int8"]["x"]["accuracy_drop"] == 0 and res["sensitivity_alone_int8"]["x"][
-        "disagreement"] == 0.25
+        "disagreement"] == 0.1
     assert res["float_nodes"] == ["y"] and res["quantized_nodes"] == ["x"] and res["budget_met"]
-    assert res["final"]["disagreement"] == 0.25 and res["budget"]["criterion"] == "accuracy_drop"
-    unlabelled = [Batch(probe[0].x, probe[0].widths, 4)]
-    res = choose_float_nodes(["x", "y"], make, "crnn", unlabelled, ref, QuantBudget(max_disagreement=0.01))
+    assert res["final"]["disagreement"] == 0.1 and res["budget"]["criterion"] == "accuracy_drop"
+    lo, hi = res["float_effects"]["y"]["drop_interval"]
+    assert 0.02 < lo < 0.05 and hi == pytest.approx(0.05) and res["verdict"] == "certified"  # none gained: hi = drop
+    unlabelled = [Batch(probe[0].x, None, n)]
+    res = choose_float_nodes(["x", "y"], make, "volo_d2", unlabelled, ref, QuantBudget(max_disagreement=0.01))
     assert res["float_nodes"] == ["x", "y"] and res["budget"]["criterion"] == "disagreement"
     assert "accuracy_drop" not in res["final"]
+
+
+def test_paired_interval_is_exact_and_only_discordant_words_count():
+    f = np.array([True] * 90 + [False] * 10)
+    same = paired_drop(f, f)
+    assert same["drop"] == 0 and same["interval"] == [0.0, 0.0]
+    q = f.copy()
+    q[:4] = False  # 4 lost, none gained: 4 points, but McNemar's exact test cannot exclude zero at 95 %
+    r = paired_drop(f, q)
+    assert r["drop"] == pytest.approx(0.04) and r["lost"] == 4 and r["gained"] == 0
+    assert r["interval"][0] < 0 and r["interval"][1] == pytest.approx(0.04)  # none gained: the upper end is the drop
+    q[:10] = False  # 10 lost: now beyond noise (exact: 2 * 0.5**10 < 0.05)
+    assert paired_drop(f, q)["interval"][0] > 0
+    # Clopper-Pearson against known values: 0/10 -> [0, 0.3085], 5/10 -> [0.1871, 0.8129]
+    assert clopper_pearson(0, 10)[1] == pytest.approx(0.30850, abs=1e-4)
+    assert clopper_pearson(5, 10) == pytest.approx((0.18709, 0.81291), abs=1e-4)
+
+
+def test_noise_alone_does_not_keep_a_layer_float_and_the_probe_size_is_checked():
+    """On 500 items: 'hurts' breaks 30 right answers, 'harmless' changes nothing, 'noisy' loses 5 and gains 2
+    (net 0.6 points: over the 0.5-point budget as a point estimate, but not beyond noise). Only 'hurts' is kept
+    float; the verdict says the rest was missed within noise and the build asks for a bigger probe."""
+    n = 500
+    labels, first0 = _class_probe(n, 400)
+    ref = [_class_logits(first0, n)]
+    probe = [Batch(np.zeros((n, 3, 2, 2), np.float32), None, n, labels)]
+    edits = {"hurts": {k: _cls(k, 1, n) for k in range(100, 130)}, "harmless": {},
+             "noisy": {**{k: _cls(k, 1, n) for k in range(200, 205)}, 400: _cls(400, 0, n), 401: _cls(401, 0, n)}}
+
+    def make(q):
+        first = list(first0)
+        for name in q:
+            for k, v in edits[name].items():
+                first[k] = v
+        return lambda x: _class_logits(first, n)
+
+    logs = []
+    budget = QuantBudget(max_accuracy_drop=0.005)
+    res = choose_float_nodes(list(edits), make, "volo_d2", probe, ref, budget, logs.append)
+    assert res["float_nodes"] == ["hurts"] and sorted(res["quantized_nodes"]) == ["harmless", "noisy"]
+    assert res["final"]["accuracy_drop"] == pytest.approx(0.006) and not res["budget_met"]
+    assert res["verdict"] == "missed within noise"
+    assert not budget.harmful(res["sensitivity_alone_int8"]["noisy"])
+    assert budget.harmful(res["sensitivity_alone_int8"]["hurts"])
+    check = res["probe_check"]
+    assert not check["enough"] and check["words_needed"] > n and check["probe_words"] == n
+    assert any("needs about" in line for line in logs)
+    # the same search with the old point-estimate rule would have kept 'noisy' float as well: the interval is what
+    # stops it
+    assert res["sensitivity_alone_int8"]["noisy"]["accuracy_drop"] > budget.max_accuracy_drop
 
 
 def test_choose_float_nodes_keeps_the_most_sensitive_until_the_budget_is_met():

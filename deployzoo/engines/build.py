@@ -10,7 +10,7 @@ Precisions (the seeds' names, with aliases):
 | qint8_mixed_float16 | int8, qint8 | static QDQ int8, float parts fp32 | NNCF int8 | no |
 
 int8 builds calibrate on real images (``calib_data``) through the same pre-processing as inference, then choose
-which layers stay in float by measured sensitivity against an accuracy budget (``choose_float_nodes``); the
+which layers stay in float by measured sensitivity against an accuracy budget (``engines.quant``); the
 choice and the numbers go into the manifest.
 
 Each backend module (``ort``, ``openvino``, ``aoti``) has ``build(ctx: BuildContext) -> dict`` (writes its files
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from deployzoo.engines.quant import MAX_ACCURACY_DROP, MAX_DISAGREEMENT, QuantBudget
 from deployzoo.errors import DatasetError, DeployzooError, EngineError
 
 PRECISIONS = ("force_float32", "force_float16", "force_bfloat16", "qint8_mixed_float16")
@@ -54,12 +55,6 @@ SUPPORTED = {
 #: images are small and labelled, so more of them make the accuracy budget measurable to a fraction of a point)
 CALIB_COUNT = 256
 PROBE_COUNT = {"crnn": 512, "default": 128}
-#: default accuracy budgets. Labelled probe (CRNN word sets): the int8 engine may lose at most this fraction of
-#: word accuracy against the float engine on the held-out words (0.005 = 0.5 points, the engines issue's budget).
-#: Unlabelled probe (image folders): the fraction of held-out images whose decoded output (top-1 class, pixel
-#: class) may differ from the float model's.
-MAX_ACCURACY_DROP = 0.005
-MAX_DISAGREEMENT = 0.01
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -272,185 +267,6 @@ def uniform_batches(model: str, items: list[np.ndarray], batch_size: int, meta: 
         if b.x.shape[-1] < width:
             b.x = np.concatenate([b.x, np.repeat(b.x[..., -1:], width - b.x.shape[-1], -1)], -1)
     return batches
-
-
-# ---------------------------------------------------------------------------------- measured quantisation
-
-@dataclass
-class QuantBudget:
-    """Accuracy budget of an int8 build, measured against the float model on held-out images.
-
-    On a labelled probe (``measure`` returns ``accuracy_drop``) the criterion is the accuracy the int8 model
-    loses against the float model on the same images, at most ``max_accuracy_drop`` (a fraction: 0.005 = 0.5
-    points); outputs that change but stay right (or wrong) cost nothing. On an unlabelled probe it is the fraction
-    of images whose decoded output differs from the float model's, at most ``max_disagreement``. Either can be
-    set to None to switch it off; ``max_rel_l2`` optionally bounds ||q - f|| / ||f|| of the raw outputs as well.
-    """
-
-    max_disagreement: float | None = MAX_DISAGREEMENT  # decoded text / top-1 / pixel class differs from float
-    max_rel_l2: float | None = None
-    max_accuracy_drop: float | None = MAX_ACCURACY_DROP
-
-    def criterion(self, m: dict) -> str:
-        if self.max_accuracy_drop is not None and m.get("accuracy_drop") is not None:
-            return "accuracy_drop"
-        return "disagreement" if self.max_disagreement is not None else "none"
-
-    def met(self, m: dict) -> bool:
-        c = self.criterion(m)
-        ok = {"accuracy_drop": lambda: m["accuracy_drop"] <= self.max_accuracy_drop + 1e-12,
-              "disagreement": lambda: m["disagreement"] <= self.max_disagreement + 1e-12,
-              "none": lambda: True}[c]()
-        return ok and (self.max_rel_l2 is None or m["rel_l2"] <= self.max_rel_l2)
-
-    def describe(self, m: dict) -> str:
-        """The measured number the budget looks at, and its bound, for logs."""
-        if self.criterion(m) == "accuracy_drop":
-            return (f"accuracy {m['accuracy']:.2%} vs float {m['reference_accuracy']:.2%} "
-                    f"(drop {m['accuracy_drop'] * 100:+.2f} points, budget {self.max_accuracy_drop * 100:.2f})")
-        bound = "" if self.max_disagreement is None else f", budget {self.max_disagreement:.2%}"
-        return f"disagreement {m['disagreement']:.2%}{bound}, rel L2 {m['rel_l2']:.4f}"
-
-    def error_key(self, m: dict) -> tuple:
-        """Sort key, smallest error first, led by what the budget bounds: for choosing between calibration
-        methods or presets, and (reversed) for ranking layers by sensitivity."""
-        c = self.criterion(m)
-        if c == "accuracy_drop":
-            return (m["accuracy_drop"], m["disagreement"], m["rel_l2"])
-        if c == "none":  # only the relative L2 bound (if any) is in force
-            return (m["rel_l2"], m["disagreement"])
-        return (m["disagreement"], m["rel_l2"])
-
-    def as_dict(self) -> dict:
-        return {"max_accuracy_drop": self.max_accuracy_drop, "max_disagreement": self.max_disagreement,
-                "max_rel_l2": self.max_rel_l2}
-
-
-def decoded(model: str, out: np.ndarray, widths: np.ndarray | None, n: int) -> list:
-    """Comparable decoded outputs of the first ``n`` items: CRNN greedy text, top-1 class, or pixel classes."""
-    if model == "crnn":
-        from deployzoo.process.crnn import output_length
-
-        best = out.argmax(-1)  # (T, B)
-        res = []
-        for b in range(n):
-            T = out.shape[0] if widths is None else min(output_length(int(widths[b])), out.shape[0])
-            seq = best[:T, b]
-            keep = np.ones(T, bool)
-            keep[1:] = seq[1:] != seq[:-1]
-            res.append(tuple(int(k) for k in seq[keep] if k != 0))
-        return res
-    if out.ndim == 2:
-        return list(out[:n].argmax(-1))
-    return list(out[:n].argmax(1))  # (n, H', W') class maps
-
-
-def measure(model: str, run: Callable[[np.ndarray], np.ndarray], probe: list[Batch],
-            reference: list[np.ndarray]) -> dict:
-    """Error of ``run`` against the float reference outputs on the probe batches."""
-    n = differ = 0
-    num = den = 0.0
-    max_abs = 0.0
-    labelled = bool(probe) and all(b.labels is not None for b in probe)
-    n_lab = right_q = right_f = 0
-    for b, ref in zip(probe, reference):
-        out = run(b.x)
-        d = (out - ref).astype(np.float64)
-        num += float((d**2).sum())
-        den += float((ref.astype(np.float64) ** 2).sum())
-        max_abs = max(max_abs, float(np.abs(d).max()))
-        q, f = decoded(model, out, b.widths, b.n), decoded(model, ref, b.widths, b.n)
-        for a, r in zip(q, f):
-            if isinstance(a, np.ndarray):  # segmentation: count pixels
-                n += a.size
-                differ += int((a != r).sum())
-            else:
-                n += 1
-                differ += a != r
-        if labelled:
-            for a, r, y in zip(q, f, b.labels):
-                if not y:  # a label the protocol empties is dropped, as word evaluation drops it
-                    continue
-                n_lab += 1
-                right_q += a == y
-                right_f += r == y
-    res = {"disagreement": differ / max(n, 1), "rel_l2": (num / max(den, 1e-30)) ** 0.5, "max_abs_diff": max_abs,
-           "count": n}
-    if labelled:
-        acc, ref_acc = right_q / max(n_lab, 1), right_f / max(n_lab, 1)
-        res.update(accuracy=acc, reference_accuracy=ref_acc, accuracy_drop=ref_acc - acc, labelled=n_lab)
-    return res
-
-
-def _float_itself(m: dict) -> dict:
-    """The numbers of the float model against itself (every layer kept float)."""
-    out = {**m, "disagreement": 0.0, "rel_l2": 0.0, "max_abs_diff": 0.0}
-    if "accuracy_drop" in m:
-        out.update(accuracy=m["reference_accuracy"], accuracy_drop=0.0)
-    return out
-
-
-#: at most this many separately measured units: larger candidate lists are split into contiguous groups
-MAX_UNITS = 32
-
-
-def _units(cands: list[str], max_units: int) -> dict[str, list[str]]:
-    """Candidates as measured units: one each, or (more than ``max_units``) that many contiguous groups in graph
-    order, so a 171-layer VOLO-D2 costs 32 quantise + evaluate runs, not 171."""
-    if len(cands) <= max_units:
-        return {c: [c] for c in cands}
-    groups = [list(g) for g in np.array_split(np.array(cands, dtype=object), max_units)]
-    return {f"{g[0]} .. {g[-1]} ({len(g)} layers)": g for g in groups}
-
-
-def choose_float_nodes(candidates: Sequence[str], make: Callable[[set[str]], Callable], model: str,
-                       probe: list[Batch], reference: list[np.ndarray], budget: QuantBudget,
-                       log: Callable[[str], None] = lambda s: None, measure_each: bool | None = None,
-                       max_units: int = MAX_UNITS) -> dict:
-    """Pick the layers to keep in float by measured sensitivity.
-
-    1. quantise every candidate and measure the error on the probe set;
-    2. for each unit (a candidate, or with more than ``max_units`` candidates a contiguous group of them), quantise
-       it alone (all others float) and measure (its sensitivity);
-    3. while the budget is not met, keep the most sensitive remaining unit in float and measure again
-       (sensitivity ranked by what the budget bounds: accuracy lost, else disagreement, else relative L2).
-
-    ``make(quantized_nodes) -> run`` builds a runnable model with exactly those nodes quantised.
-    ``measure_each``: step 2 even when everything int8 already meets the budget (for the record); default: when
-    every unit is a single candidate (CRNN has 9).
-    Returns the float nodes, the per-unit numbers and every step, for the manifest.
-    """
-    cands = list(candidates)
-    units = _units(cands, max_units)
-    t0 = time.perf_counter()
-    full = measure(model, make(set(cands)), probe, reference)
-    log(f"all {len(cands)} layers int8: {budget.describe(full)}")
-    sens: dict[str, dict] = {}
-    if measure_each is None:
-        measure_each = len(units) == len(cands)
-    if measure_each or not budget.met(full):
-        for i, (u, nodes) in enumerate(units.items()):
-            sens[u] = measure(model, make(set(nodes)), probe, reference)
-            log(f"  [{i + 1}/{len(units)}] {u} alone int8: disagreement {sens[u]['disagreement']:.2%}, "
-                f"rel L2 {sens[u]['rel_l2']:.4f}")
-    order = sorted(units, key=lambda u: budget.error_key(sens[u]), reverse=True) if sens else []
-    float_units: list[str] = []
-    floats: list[str] = []
-    steps = [{"float_nodes": [], **full}]
-    cur = full
-    while not budget.met(cur) and len(float_units) < len(units):
-        float_units.append(order[len(float_units)])
-        floats += units[float_units[-1]]
-        q = set(cands) - set(floats)
-        cur = measure(model, make(q), probe, reference) if q else _float_itself(full)
-        steps.append({"float_nodes": list(floats), **cur})
-        log(f"  keep {float_units[-1]} float -> {budget.describe(cur)}")
-    return {"candidates": cands, "float_nodes": floats, "quantized_nodes": [c for c in cands if c not in floats],
-            "units": None if len(units) == len(cands) else units, "float_units": float_units,
-            "budget": {**budget.as_dict(), "criterion": budget.criterion(full)},
-            "budget_met": budget.met(cur), "all_int8": full, "final": cur,
-            "sensitivity_alone_int8": sens, "steps": steps, "probe_images": sum(b.n for b in probe),
-            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 # ---------------------------------------------------------------------------------------------- building

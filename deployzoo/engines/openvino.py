@@ -156,7 +156,7 @@ def build(ctx) -> dict:
 
 def _int8(ctx, model, hint: str):
     nncf = _nncf()
-    from deployzoo.engines.build import choose_float_nodes, measure
+    from deployzoo.engines.quant import choose_float_nodes, measure, summary_lines
 
     cands = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in QUANT_TYPES]
     types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
@@ -191,6 +191,8 @@ def _int8(ctx, model, hint: str):
                                 ctx.probe, reference, ctx.budget, ctx.log, ctx.options.get("measure_each"))
     final = quantize(preset, set(choice["quantized_nodes"]))
     ctx.log(f"int8 layers: {len(choice['quantized_nodes'])} of {len(cands)}; float: {choice['float_nodes'] or 'none'}")
+    for line in summary_lines(choice, ctx.budget):
+        ctx.log(line)
     return final, {"scheme": "NNCF post-training quantisation (nncf.quantize, fast bias correction)",
                    "preset": preset, "presets_tried": results, "weights": "int8 symmetric per-channel",
                    "activations": "int8 " + ("symmetric" if preset == "performance" else "asymmetric"),

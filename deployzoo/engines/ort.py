@@ -248,7 +248,7 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from deployzoo.engines.build import choose_float_nodes, measure
+    from deployzoo.engines.quant import choose_float_nodes, measure, summary_lines
     from deployzoo.export import INPUT_NAME
 
     pre = td / "pre.onnx"
@@ -326,8 +326,9 @@ def _int8(ctx, fp32: Path, td: Path) -> dict:
     int8_nodes = [n.name for n in g.node if n.op_type in QUANT_OPS and n.input[0] in dq_out and n.input[1] in dq_out]
     if not int8_nodes:
         ctx.log("WARNING: the budget needs every layer in float; this int8 engine computes in float32")
-    ctx.log(f"int8 layers: {len(int8_nodes)} of {len(cands)}; float: {choice['float_nodes'] or 'none'}; "
-            f"final: {ctx.budget.describe(choice['final'])}")
+    ctx.log(f"int8 layers: {len(int8_nodes)} of {len(cands)}; float: {choice['float_nodes'] or 'none'}")
+    for line in summary_lines(choice, ctx.budget):
+        ctx.log(line)
     return {"scheme": "static int8 QDQ (onnxruntime.quantization.quantize_static)", **settings,
             "calibration": {**ctx.calib_info, "method": method, "tried": calib_results},
             **choice, "node_types": {c: op_of[c] for c in cands}, "int8_nodes": int8_nodes,
@@ -343,7 +344,7 @@ def _dynamic_lstm(ctx, final: Path, td: Path, runner, reference) -> dict:
     budget on the probe images; otherwise the LSTMs stay float32 and the manifest says why."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from deployzoo.engines.build import measure
+    from deployzoo.engines.quant import measure
 
     out = td / "lstm_int8.onnx"
     with _quiet():
