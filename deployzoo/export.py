@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from deployzoo.atomic import atomic_path
 from deployzoo.errors import EngineError
 
 OPSET = 17
@@ -425,17 +426,13 @@ def export_onnx(model: str, out: str | os.PathLike, checkpoint: str | os.PathLik
     pp = preprocess_params(model, meta, input_size)
     ck_sha = checkpoint_sha256(meta)
     # written beside the target and renamed only after the parity check passed: no unchecked .onnx at `path`
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         export_module(module, tmp, model, spec, opset, metadata={**pp, "checkpoint_sha256": ck_sha or "",
                                                                  "random_weights": str(meta.get("random_weights"))})
         rows = []
         if check:
             inputs, refs = parity if parity is not None else (parity_inputs(model, meta, data, spec), None)
             rows = parity_check(ort_runner(tmp), module, inputs, what=f"export {path}", refs=refs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     rep = ExportReport(model, str(path), opset, spec, meta.get("checkpoint"), ck_sha, time.perf_counter() - t0,
                        max((r["max_abs_diff"] for r in rows), default=float("nan")), rows)
     if out.suffix != ".onnx":

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deployzoo.atomic import write_text
 from deployzoo.errors import DeployzooError, EngineError
 from deployzoo.evaluation.report import markdown_table, write_json
 from deployzoo.specs import get_spec
@@ -173,9 +174,7 @@ def _write_report(rep: FlowReport, out: Path, t0: float, threads: int) -> None:
     write_json(asdict(rep), out / "report.json")
     text = (f"# deployzoo run {rep.model}\n\nweights: {rep.weights}  \ndata: {rep.data}  \nmachine: {rep.machine}, "
             f"{threads} threads  \nwall time: {rep.wall_time()}\n\n{rep.table()}\n")
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "report.md")
+    write_text(out / "report.md", text)
 
 
 def _tput(b: dict) -> float | None:

@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from deployzoo.atomic import atomic_path
 from deployzoo.errors import EngineError
 
 DECODE_MODEL = '''"""Triton Python backend: CTC greedy decoding with deployzoo's own decoder (written by deployzoo export-triton)."""
@@ -209,10 +210,7 @@ def export_triton(engine: str | os.PathLike, out: str | os.PathLike, max_batch_s
                           "batching needs a dynamic-batch engine (build without --batch-size)")
     model = manifest["model"]
     delay_us = int(round(max_queue_delay_ms * 1000))
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    written = []
-    try:
+    with atomic_path(out) as tmp:
         in_dims = spec["shape"][1:]
         out_name = spec["output"]["name"]
         if model == "crnn":
@@ -237,11 +235,4 @@ def export_triton(engine: str | os.PathLike, out: str | os.PathLike, max_batch_s
                                            instances, threads)}
         for name, text in configs.items():
             (tmp / name / "config.pbtxt").write_text(text)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-        written = [out / name / "config.pbtxt" for name in configs]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return written
+    return [out / name / "config.pbtxt" for name in configs]

@@ -2,7 +2,6 @@
 /v2 routes, and the Triton model repository parsed by tritonclient's protobuf schema."""
 
 import base64
-import json
 import socket
 import threading
 import time
@@ -15,7 +14,7 @@ import pytest
 
 from conftest import png_bytes, word_image
 from deployzoo.cli import main
-from deployzoo.serve import Batcher, QueueFull, ServeConfig, Served, create_app, served_from
+from deployzoo.serve import Batcher, QueueFull, ServeConfig, create_app, served_from
 
 WORDS = ["hello", "street", "coffee", "museum", "garden", "north", "pizza", "international", "restaurant", "exit",
          "open", "bank", "2024", "taxi", "shop", "hotel"]

@@ -57,8 +57,11 @@ def test_checkpoints_load_in_eval_and_slim_to_fp16(tmp_path, words32):
 
 
 def test_crnn_overfits_32_words(tmp_path, words32):
-    """The whole pipeline (pre-processing, CTC targets, decoding) must be able to learn: 100 % on 32 words."""
-    tr = Trainer(_cfg(tmp_path, steps=300, batch_size=32, augment=0, lr=3e-3, log_every=25), train_set=words32)
+    """The whole pipeline (pre-processing, CTC targets, decoding) must be able to learn: 100 % on 32 words.
+    One width group: four groups of 8 words give BatchNorm noisy statistics, and 300 steps then fell one letter
+    short on CI ('roat' for 'road')."""
+    tr = Trainer(_cfg(tmp_path, steps=300, batch_size=32, augment=0, lr=3e-3, log_every=25, width_groups=1),
+                 train_set=words32)
     hist = tr.fit()["history"]
     assert hist[-1]["loss"] < hist[0]["loss"] / 10, f"loss did not fall: {[h['loss'] for h in hist]}"
     rec = Recognizer(EagerRunner(tr.model.eval()), tr.pre)

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from deployzoo.atomic import write_text
 from deployzoo.errors import DatasetError
 
 __all__ = ["SynthConfig", "WordRenderer", "SynthWordDataset", "synth_to_lmdb", "FontFace", "font_index",
@@ -373,10 +374,7 @@ def font_index(font_dirs: tuple[str, ...] | None = None, rebuild: bool = False) 
     if recs is None:
         recs = _scan_fonts(files)
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(recs))
-            os.replace(tmp, cache)
+            write_text(cache, json.dumps(recs))
         except OSError:
             pass  # read-only home: keep the index in memory only
     if not recs:

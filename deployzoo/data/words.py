@@ -11,13 +11,13 @@ Every LMDB environment is opened lazily, once per process (safe with forked work
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
 
+from deployzoo.atomic import atomic_path
 from deployzoo.errors import DatasetError
 
 GT_NAMES = ("gt.txt", "gt_norm.txt", "labels.txt")
@@ -244,11 +244,8 @@ def write_lmdb(out: str | os.PathLike, samples: Iterable[tuple[bytes, str]], map
     out = Path(out)
     if out.exists():
         raise DatasetError(f"LMDB {out}: already exists; choose a new path or remove it first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     n = 0
-    try:
+    with atomic_path(out) as tmp:
         env = lmdb.open(str(tmp), map_size=map_size, subdir=True)
         txn = env.begin(write=True)
         for data, label in samples:
@@ -262,9 +259,6 @@ def write_lmdb(out: str | os.PathLike, samples: Iterable[tuple[bytes, str]], map
         txn.commit()
         env.sync()
         env.close()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return n
 
 
@@ -295,11 +289,8 @@ def write_folder(out: str | os.PathLike, samples: Iterable[tuple[bytes, str]]) -
     out = Path(out)
     if out.exists():
         raise DatasetError(f"word folder {out}: already exists; choose a new path or remove it first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     n = 0
-    try:
+    with atomic_path(out) as tmp:
         (tmp / "images").mkdir(parents=True)
         with open(tmp / "gt.txt", "w", encoding="utf-8") as gt:
             for data, label in samples:
@@ -307,9 +298,6 @@ def write_folder(out: str | os.PathLike, samples: Iterable[tuple[bytes, str]]) -
                 rel = f"images/{n:09d}.{_image_ext(data)}"
                 (tmp / rel).write_bytes(data)
                 gt.write(f"{rel} {label}\n")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return n
 
 

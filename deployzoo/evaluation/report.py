@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 
 def write_json(obj: object, path: str | os.PathLike) -> Path:
     """Write JSON atomically (temporary file beside it, then rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+    from deployzoo.atomic import write_json as _write
+
+    return _write(obj, path)
 
 
 def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:

@@ -236,13 +236,10 @@ def _r(v) -> float | None:
 def _save(out_dir: Path, key: str, labels: np.ndarray) -> None:
     from PIL import Image
 
-    import os
+    from deployzoo.atomic import atomic_path
 
-    p = out_dir / f"{key}_pred_labelTrainIds.png"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    Image.fromarray(labels, "L").save(tmp, format="PNG")
-    os.replace(tmp, p)  # never a half-written prediction map
+    with atomic_path(out_dir / f"{key}_pred_labelTrainIds.png") as tmp:  # never a half-written prediction map
+        Image.fromarray(labels, "L").save(tmp, format="PNG")
 
 
 def format_report(result: SegmentationResult) -> str:
