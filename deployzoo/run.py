@@ -164,16 +164,26 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
                 row.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:140] if str(e) else ''}"
                 log(f"      {row.note}")
             _write_report(rep, out, t0, threads)
-    _write_report(rep, out, t0, threads)
+    _write_report(rep, out, t0, threads, final=True)
     return rep
 
 
-def _write_report(rep: FlowReport, out: Path, t0: float, threads: int) -> None:
-    """report.json and report.md, rewritten (atomically) after every engine so an interrupted run keeps its rows."""
+def _write_report(rep: FlowReport, out: Path, t0: float, threads: int, final: bool = False) -> None:
+    """report.json and report.md, rewritten (atomically) after every engine so an interrupted run keeps its rows;
+    at the end report.png (accuracy vs images/s, extra ``plot``), embedded in report.md."""
+    from deployzoo.evaluation.plot import PLOT_HINT, accuracy_speed_png
+
     rep.seconds = time.perf_counter() - t0
     write_json(asdict(rep), out / "report.json")
     text = (f"# deployzoo run {rep.model}\n\nweights: {rep.weights}  \ndata: {rep.data}  \nmachine: {rep.machine}, "
             f"{threads} threads  \nwall time: {rep.wall_time()}\n\n{rep.table()}\n")
+    if final:
+        metric = {"text": "word accuracy", "classification": "top-1", "segmentation": "mIoU"}[
+            get_spec(rep.model).task]
+        png = accuracy_speed_png(rep.rows, out / "report.png", metric,
+                                 f"deployzoo run {rep.model}: {metric} vs images/s ({rep.machine}, {threads} threads)")
+        text += ("\n![accuracy vs images/s, one marker per engine](report.png)\n" if png else
+                 f"\nNo plot: {PLOT_HINT}.\n")
     write_text(out / "report.md", text)
 
 

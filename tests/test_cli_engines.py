@@ -69,6 +69,12 @@ def test_one_click_run_smoke(tmp_path, crnn_seeded_ckpt, capsys):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["images_per_s"] > 0
     assert (out / "report.md").exists() and rep["export"]["max_abs_diff"] < 1e-4
     assert rep["seconds"] > 0 and "wall time: " in (out / "report.md").read_text() and "wall time: " in text
+    # the picture: one marker per engine, embedded in report.md
+    png = (out / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and "![accuracy vs images/s" in (out / "report.md").read_text()
+    from PIL import Image
+
+    assert Image.open(out / "report.png").size[0] >= 600
     # the fp32 engine the flow built reads exactly what PyTorch reads, image by image
     data = next((out / "data").glob("synth_test_24_*"))
     preds = []
@@ -90,3 +96,15 @@ def test_eval_several_engines_prints_the_seeds_table(ort_engine, word_folder, cr
     rec = json.loads((tmp_path / "t.json").read_text())
     assert [e["precision"] for e in rec["engines"]] == ["force_float32", "qint8_mixed_float16"]
     assert all(e["n"] == 8 and 0 <= e["accuracy"] <= 1 for e in rec["engines"])
+
+
+def test_report_without_matplotlib_says_how_to_get_the_plot(tmp_path, monkeypatch):
+    import sys
+
+    from deployzoo.run import FlowReport, Row, _write_report
+
+    rep = FlowReport("crnn", "w.pt", "data", 1, rows=[Row("crnn", "force_float32", "onnxruntime", 8, 0.9, 100.0)])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the 'plot' extra were not installed
+    _write_report(rep, tmp_path, 0.0, 1, final=True)
+    assert "pip install 'deployzoo[plot]'" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "report.png").exists()
