@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.bench import _run_config, machine_info
-from deployzoo.engines.build import SHORT, build_engine, normalize_precision, open_engine
+from deployzoo.engines import SHORT, open_engine
+from deployzoo.engines.build import build_engine, normalize_precision
 from deployzoo.engines.manifest import library_versions, now_iso
 from deployzoo.errors import DeployzooError
 

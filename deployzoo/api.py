@@ -250,7 +250,7 @@ def run(model: str, out: str = "runs/flow", checkpoint: str | None = None, rando
 def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_size: int | None, json_path=None,
                       threads=None, workers=None, limit=None, lexicon=None, label_file=None) -> int:
     """Several engines on the same data: the seeds' table, Model | Precision | Backend | Batch | accuracy | img/s."""
-    from deployzoo.engines.build import open_engine
+    from deployzoo.engines import open_engine
     from deployzoo.evaluation.report import markdown_table, write_json
 
     task = get_spec(model).task
@@ -259,8 +259,9 @@ def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_siz
         eng = open_engine(path, expect_model=model, threads=threads)
         if task == "text":
             from deployzoo.evaluation.words import evaluate_words
+            from deployzoo.recognizer import Recognizer
 
-            rec = eng.recognizer(lexicon=lexicon, batch_size=batch_size or 64)
+            rec = Recognizer.from_engine(eng, lexicon=lexicon, batch_size=batch_size or 64)
             res = [evaluate_words(rec, d, batch_size=batch_size or 64, workers=workers, progress=False, model=model,
                                   limit=limit) for d in data]
             n, correct = sum(r.n for r in res), sum(r.correct for r in res)

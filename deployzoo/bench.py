@@ -109,7 +109,7 @@ class _Target:
         """(runner, seconds to create it)."""
         t = time.perf_counter()
         if self.is_engine:
-            from deployzoo.engines.build import open_engine
+            from deployzoo.engines import open_engine
 
             runner = open_engine(self.target, threads=threads)
         else:

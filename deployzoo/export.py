@@ -278,9 +278,9 @@ def _real_crnn_batch(meta: dict, data, n: int) -> np.ndarray:
     cfg = CrnnPreprocess.from_dict(meta.get("preprocess", {}))
     items = []
     if data:
-        from deployzoo.engines.build import _word_items
+        from deployzoo.engines.calib import word_items
 
-        items = [x for x, _ in _word_items(data, n, cfg)]
+        items = [x for x, _ in word_items(data, n, cfg)]
     else:
         for p in natural_images():
             g = load_image(p, "L")
@@ -297,10 +297,10 @@ def _real_crnn_batch(meta: dict, data, n: int) -> np.ndarray:
 def _real_vision_batch(model: str, n: int, hw: tuple[int, int] = (1024, 2048)) -> np.ndarray:
     """The first ``n`` bundled photos through the engine builder's calibration pre-processing (OCRNet: resized
     to the engine's H x W), so parity and calibration inputs are made in one place."""
-    from deployzoo.engines.build import _vision_preprocess
+    from deployzoo.engines.calib import vision_preprocess
     from deployzoo.process.image import load_image
 
-    fn = _vision_preprocess(model, hw)
+    fn = vision_preprocess(model, hw)
     return np.stack([fn(load_image(p, "RGB")) for p in natural_images()[:n]])
 
 

@@ -51,6 +51,16 @@ class Recognizer:
 
     from_checkpoint = from_weights
 
+    @classmethod
+    def from_engine(cls, engine, lexicon: str | os.PathLike | None = None, batch_size: int = 32) -> "Recognizer":
+        """Over a loaded CRNN ``Engine`` (``deployzoo.engines.open_engine``), with its pre-processing and
+        alphabet."""
+        if engine.model != "crnn":
+            raise DeployzooError(f"engine {engine.path}: built for '{engine.model}', not a word recogniser")
+        lex = Lexicon.from_file(lexicon) if lexicon else None
+        return cls(engine, CrnnPreprocess.from_dict(engine.preprocess), engine.alphabet or ALPHABET, lex, batch_size,
+                   source=str(engine.path))
+
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Decoded | list[Decoded]:
         if isinstance(images, (list, tuple)):
             return self.recognize(list(images))

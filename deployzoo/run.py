@@ -96,7 +96,7 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
     if calib_data is None:
         if spec.task != "text":
             raise DeployzooError(f"run {model}: give --calib-data (images apart from --data) for int8 calibration")
-        from deployzoo.engines.build import PROBE_COUNT
+        from deployzoo.engines.calib import PROBE_COUNT
 
         n_calib = calib_count + PROBE_COUNT["crnn"]  # calibration words + the held-out words of the int8 budget
         calib_data = str(out / "data" / f"synth_calib_{n_calib}_s{SYNTH_CALIB_SEED}")
@@ -150,7 +150,7 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
                 row.note = f"build failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
                 log(f"      {row.note}")
                 continue
-            from deployzoo.engines.build import open_engine
+            from deployzoo.engines import open_engine
 
             row.engine = str(path)
             try:
@@ -204,8 +204,8 @@ def _accuracy(model: str, runner, data: str, batch_size: int, limit: int | None,
         from deployzoo.process.crnn import CrnnPreprocess
         from deployzoo.recognizer import Recognizer
 
-        if hasattr(runner, "recognizer"):
-            rec = runner.recognizer(batch_size=batch_size)
+        if hasattr(runner, "manifest"):  # an Engine: its own pre-processing and alphabet
+            rec = Recognizer.from_engine(runner, batch_size=batch_size)
         else:
             rec = Recognizer(runner, CrnnPreprocess.from_dict((meta or {}).get("preprocess") or {}),
                              batch_size=batch_size)

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from conftest import word_image
-from deployzoo.engines.build import (Batch, build_engine, calibration_inputs, normalize_precision, open_engine,
-                                     run_fixed_batches)
+from deployzoo.engines import open_engine, run_fixed_batches
+from deployzoo.engines.build import build_engine, normalize_precision
+from deployzoo.engines.calib import Batch, calibration_inputs
 from deployzoo.engines.manifest import (MANIFEST_NAME, EngineWriter, _manifest_digest, sha256_file, verify_engine)
 from deployzoo.engines.quant import QuantBudget, choose_float_nodes, clopper_pearson, paired_drop
 from deployzoo.errors import DatasetError, EngineError
@@ -111,7 +112,7 @@ def test_engine_is_a_runner_for_the_recognizer(ort_fp32, crnn_seeded_ckpt, calib
     ref = Recognizer.from_checkpoint(crnn_seeded_ckpt)
     imgs = sorted((calib_words / "img").glob("*.png"))[:8]
     assert [r.text for r in rec(imgs)] == [r.text for r in ref(imgs)]
-    assert [r.text for r in eng.recognizer()(imgs)] == [r.text for r in ref(imgs)]
+    assert [r.text for r in Recognizer.from_engine(eng)(imgs)] == [r.text for r in ref(imgs)]
 
 
 def test_manifest_round_trip(ort_fp32, crnn_seeded_ckpt):

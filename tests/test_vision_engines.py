@@ -12,7 +12,8 @@ import onnx
 import pytest
 from PIL import Image
 
-from deployzoo.engines.build import build_engine, open_engine
+from deployzoo.engines import open_engine
+from deployzoo.engines.build import build_engine
 from deployzoo.errors import DeployzooError, EngineError
 from deployzoo.export import input_spec, load_model, run_torch
 from deployzoo.vision import Segmenter
@@ -92,7 +93,7 @@ def test_volo_accepts_its_own_size():
 
 
 def test_calibration_batches_shrink_for_large_inputs():
-    from deployzoo.engines.build import calib_batch
+    from deployzoo.engines.calib import calib_batch
 
     assert calib_batch(input_spec("volo_d2")) == 8
     assert calib_batch(input_spec("ocrnet_hr18", input_size=(256, 512))) == 8

@@ -259,10 +259,3 @@ def verify_engine(path: str | os.PathLike, expect_model: str | None = None, chec
                 raise EngineError(f"engine {d}: file {rel} was altered (checksum mismatch: sha256 {digest[:12]}..., "
                                   f"manifest says {str(info.get('sha256'))[:12]}...); rebuild the engine")
     return m
-
-
-def open_engine(path: str | os.PathLike, expect_model: str | None = None, threads: int | None = None):
-    """Verify and load an engine directory: see ``deployzoo.engines.build.open_engine``."""
-    from deployzoo.engines.build import open_engine as _open
-
-    return _open(path, expect_model=expect_model, threads=threads)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from deployzoo.engines.build import Batch
+    from deployzoo.engines.calib import Batch
 
 #: default accuracy budgets. Labelled probe (CRNN word sets): the int8 engine may lose at most this fraction of
 #: word accuracy against the float engine on the held-out words (0.005 = 0.5 points, the engines issue's budget).
