@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.errors import DeployzooError
+from deployzoo.specs import get_spec, is_text
 
 DEFAULT_DURATION = 5.0  # seconds per configuration when neither iterations nor duration is given
 MIN_ITERATIONS = 5
@@ -128,10 +129,8 @@ class _Target:
         return runner, time.perf_counter() - t
 
     def input(self, batch: int, width: int | None) -> np.ndarray:
-        from deployzoo.specs import get_spec
-
         c, h, w = get_spec(self.model).input_shape
-        if self.model == "crnn":
+        if get_spec(self.model).dynamic_width:
             w = width or int(self.preprocess.get("width", w))
         elif width:
             w = width
@@ -222,7 +221,7 @@ def benchmark(target: str | os.PathLike, batch_size: int | Sequence[int] = 1,
     thread_list = [None if t in (None, 0) else int(t) for t in _as_list(threads)]
     if any(b < 1 for b in batches):
         raise DeployzooError(f"batch sizes must be >= 1, got {batches}")
-    if e2e_data is not None and tgt.model != "crnn":
+    if e2e_data is not None and not is_text(tgt.model):
         raise DeployzooError(f"end-to-end mode reads word images: only for crnn, not '{tgt.model}'")
     mode = "e2e" if e2e_data is not None else "infer"
     samples = _e2e_samples(e2e_data, max(e2e_samples, max(batches))) if e2e_data is not None else None

@@ -28,6 +28,7 @@ import numpy as np
 
 from deployzoo.atomic import atomic_path
 from deployzoo.errors import EngineError
+from deployzoo.specs import get_spec, is_text
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -44,8 +45,6 @@ def load_model(model: str, checkpoint: str | os.PathLike | None = None, random_w
                seed: int = 0) -> tuple[Any, dict]:
     """(nn.Module in eval mode, metadata). ``random_weights`` builds a seeded random model (smoke runs only)."""
     import torch
-
-    from deployzoo.specs import get_spec
 
     spec = get_spec(model)
     if random_weights:
@@ -64,8 +63,6 @@ def input_spec(model: str, shape_mutable: bool = True, batch_size: int | None = 
     each image). OCRNet is exported at ``input_size`` (H, W), by default the spec's 1024 x 2048 (Cityscapes
     frames); VOLO-D2 only at 224 x 224 (its position embedding has that grid).
     """
-    from deployzoo.specs import get_spec
-
     spec = get_spec(model)
     c, h, w = spec.input_shape
     if input_size is not None:
@@ -84,7 +81,7 @@ def input_spec(model: str, shape_mutable: bool = True, batch_size: int | None = 
     if fixed is not None and fixed < 1:
         raise EngineError(f"batch size must be >= 1, got {fixed}")
     b: int | str = fixed if fixed is not None else "batch"
-    if model == "crnn":
+    if spec.dynamic_width:
         shape, out, batch_axis = [b, c, h, "width"], ["T", b, "classes"], 1
         example_w = int((meta or {}).get("preprocess", {}).get("width", w))
     elif spec.task == "segmentation":
@@ -104,7 +101,7 @@ def input_spec(model: str, shape_mutable: bool = True, batch_size: int | None = 
 def preprocess_params(model: str, meta: dict, input_size: Sequence[int] | None = None) -> dict:
     """What a caller needs to feed the engine: for CRNN the CrnnPreprocess dict and the alphabet; for OCRNet the
     test Resize box, which is the engine's (W, H) when it was built at another ``input_size``."""
-    if model == "crnn":
+    if is_text(model):
         from deployzoo.process.crnn import CrnnPreprocess
         from deployzoo.process.text import ALPHABET
 
@@ -247,7 +244,7 @@ def parity_inputs(model: str, meta: dict, data: str | os.PathLike | None = None,
     """
     fixed = (spec or {}).get("fixed_batch")
     out: list[tuple[str, np.ndarray]] = []
-    if model == "crnn":
+    if is_text(model):
         for b in (1, 3, 7):
             for w in (64, 100, 160):
                 bb = fixed or b

@@ -55,7 +55,9 @@ class Recognizer:
     def from_engine(cls, engine, lexicon: str | os.PathLike | None = None, batch_size: int = 32) -> "Recognizer":
         """Over a loaded CRNN ``Engine`` (``deployzoo.engines.open_engine``), with its pre-processing and
         alphabet."""
-        if engine.model != "crnn":
+        from deployzoo.specs import is_text
+
+        if not is_text(engine.model):
             raise DeployzooError(f"engine {engine.path}: built for '{engine.model}', not a word recogniser")
         lex = Lexicon.from_file(lexicon) if lexicon else None
         return cls(engine, CrnnPreprocess.from_dict(engine.preprocess), engine.alphabet or ALPHABET, lex, batch_size,

@@ -98,7 +98,7 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
             raise DeployzooError(f"run {model}: give --calib-data (images apart from --data) for int8 calibration")
         from deployzoo.engines.calib import PROBE_COUNT
 
-        n_calib = calib_count + PROBE_COUNT["crnn"]  # calibration words + the held-out words of the int8 budget
+        n_calib = calib_count + PROBE_COUNT["text"]  # calibration words + the held-out words of the int8 budget
         calib_data = str(out / "data" / f"synth_calib_{n_calib}_s{SYNTH_CALIB_SEED}")
         if not Path(calib_data).exists():
             from deployzoo.data.synth import synth_to_lmdb

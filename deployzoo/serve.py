@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from deployzoo.errors import DeployzooError
+from deployzoo.specs import is_text
 
 MiB = 1 << 20
 
@@ -365,7 +366,7 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
         kw = {"checkpoint": checkpoint, "random_weights": random_weights} if random_weights else {
             "checkpoint": checkpoint}
         meta: dict = {}
-        if name == "crnn":
+        if is_text(name):
             from deployzoo.checkpoint import read_checkpoint
 
             meta = read_checkpoint(get_spec(name).resolve_checkpoint(checkpoint)).get("deployzoo") or {}

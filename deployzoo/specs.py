@@ -136,6 +136,12 @@ def _no_meta(loader, model, path) -> dict:
     return {}
 
 
+def is_text(model: str) -> bool:
+    """Whether ``model`` is a word recogniser (CTC logits (T, B, C), gray input of dynamic width, labelled word
+    sets): the behaviour export, calibration, engines, bench and serving key on, rather than a model name."""
+    return get_spec(model).task == "text"
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec of ``name``; a KeyError-free error listing the known models otherwise."""
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from deployzoo.atomic import atomic_path
 from deployzoo.errors import EngineError
+from deployzoo.specs import is_text
 
 DECODE_MODEL = '''"""Triton Python backend: CTC greedy decoding with deployzoo's own decoder (written by deployzoo export-triton)."""
 import json
@@ -213,7 +214,7 @@ def export_triton(engine: str | os.PathLike, out: str | os.PathLike, max_batch_s
     with atomic_path(out) as tmp:
         in_dims = spec["shape"][1:]
         out_name = spec["output"]["name"]
-        if model == "crnn":
+        if is_text(model):
             onnx_name = "crnn_onnx"
             (tmp / onnx_name / "1").mkdir(parents=True)
             _batch_first_onnx(onnx_files[0], tmp / onnx_name / "1" / "model.onnx", out_name, "logits_btc")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.errors import EngineError
+from deployzoo.specs import get_spec
 
 ENTRY = "model.pt2"
 WIDTH_MULTIPLE = 4  # CRNN
@@ -56,7 +57,7 @@ def dynamic_shapes(model: str, spec: dict) -> tuple:
     dims = {}
     if spec["fixed_batch"] is None:
         dims[0] = Dim("batch", min=1, max=MAX_BATCH)
-    if model == "crnn":
+    if get_spec(model).dynamic_width:
         dims[3] = WIDTH_MULTIPLE * Dim("w4", min=4, max=1024)  # widths 16 .. 4096, multiples of 4
     return (dims,)
 
@@ -93,7 +94,7 @@ class AotiRunner:
         torch = self._torch
         x = np.ascontiguousarray(x, dtype=np.float32)
         w = x.shape[-1]
-        pad = (-w) % WIDTH_MULTIPLE if self.model == "crnn" else 0
+        pad = (-w) % WIDTH_MULTIPLE if get_spec(self.model).dynamic_width else 0
         if pad:
             x = np.concatenate([x, np.repeat(x[..., -1:], pad, axis=-1)], axis=-1)
         t = torch.from_numpy(x)
@@ -140,7 +141,7 @@ def build(ctx) -> dict:
 
     wrapped = _wrapper(copy.deepcopy(ctx.module), dtype).to(device)
     ex = torch.from_numpy(np.stack([ctx.parity()[0][0][1][0]] * (ctx.spec["fixed_batch"] or 2))).to(device)
-    if ctx.model == "crnn" and ex.shape[-1] % WIDTH_MULTIPLE:
+    if get_spec(ctx.model).dynamic_width and ex.shape[-1] % WIDTH_MULTIPLE:
         raise EngineError("aoti: the CRNN example width must be a multiple of 4")
     t0 = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings():
@@ -166,7 +167,7 @@ def build(ctx) -> dict:
         "computes": f"{dtype} end to end on {device} (inputs cast inside the graph)"
                     + ("; TF32 disabled" if fp32 and device != "cpu" else ""),
         "parity": parity,
-        "input_width_multiple": WIDTH_MULTIPLE if ctx.model == "crnn" else None,
+        "input_width_multiple": WIDTH_MULTIPLE if get_spec(ctx.model).dynamic_width else None,
         "backend_options": {"device": device, "dtype": str(dtype), "max_batch": MAX_BATCH,
                             "inductor_configs": configs, "export_seconds": round(t_export, 2),
                             "compile_seconds": round(t_compile, 2),

@@ -35,6 +35,7 @@ from deployzoo.engines.calib import (CALIB_COUNT, PROBE_COUNT, Batch, calib_batc
                                      uniform_batches)
 from deployzoo.engines.quant import MAX_ACCURACY_DROP, MAX_DISAGREEMENT, QuantBudget
 from deployzoo.errors import EngineError
+from deployzoo.specs import is_text
 
 PRECISIONS = ("force_float32", "force_float16", "force_bfloat16", "qint8_mixed_float16")
 PRECISION_ALIASES = {"fp32": "force_float32", "f32": "force_float32", "float32": "force_float32",
@@ -200,7 +201,7 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
     if batch_size is not None and batch_size < 1:
         raise EngineError(f"batch size must be >= 1, got {batch_size}")
     if precision == "qint8_mixed_float16" and calib_data is None:
-        what = "a word set (LMDB or gt.txt folder)" if model == "crnn" else "a folder of images"
+        what = "a word set (LMDB or gt.txt folder)" if is_text(model) else "a folder of images"
         raise EngineError(f"int8 needs real images to calibrate: pass --calib-data PATH ({what}, ideally from the "
                           "training distribution, not the test set); random or synthetic noise gives wrong ranges")
     mod = backend_module(backend)  # fail early (clear message) when the backend is not installed
@@ -214,10 +215,10 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
                            options={"calib_method": calib_method, **(options or {})}, progress=progress, opset=opset)
         if precision == "qint8_mixed_float16":
             if probe_count is None:
-                probe_count = PROBE_COUNT.get(model, PROBE_COUNT["default"])
+                probe_count = PROBE_COUNT["text" if is_text(model) else "default"]
             n_probe = max(1, int(probe_count))
             items, labels = sample_items(model, calib_data, calib_count + n_probe, meta, preprocess,
-                                   hw=ctx.input_size if model != "crnn" else None)
+                                   hw=None if is_text(model) else ctx.input_size)
             # held-out probe spread over the sample, disjoint from the calibration images (in proportion when the
             # set has fewer images than asked for; a one-image set serves both)
             n = len(items)
@@ -226,7 +227,7 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
             probe_items = [items[i] for i in sorted(probe_idx)]
             probe_labels = None if labels is None else [labels[i] for i in sorted(probe_idx)]
             calib_items = [x for i, x in enumerate(items) if i not in probe_idx or n == 1][:calib_count]
-            bs = 32 if model == "crnn" else calib_batch(spec)
+            bs = 32 if is_text(model) else calib_batch(spec)
             ctx.calib = uniform_batches(model, calib_items, bs, meta, spec["fixed_batch"])
             ctx.probe = make_batches(model, probe_items, bs, meta, spec["fixed_batch"], probe_labels)
             ctx.calib_info = {"data": str(calib_data), "images": len(calib_items), "probe_images": len(probe_items),

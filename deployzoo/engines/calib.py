@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.errors import DatasetError, DeployzooError, EngineError
+from deployzoo.specs import is_text
 
 #: default number of calibration images, and of held-out images used to measure quantisation error (CRNN word
 #: images are small and labelled, so more of them make the accuracy budget measurable to a fraction of a point)
 CALIB_COUNT = 256
-PROBE_COUNT = {"crnn": 512, "default": 128}
+PROBE_COUNT = {"text": 512, "default": 128}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -97,7 +98,7 @@ def sample_items(model: str, data, n: int, meta: dict, preprocess: Callable | No
            skip: int = 0, hw: Sequence[int] | None = None) -> tuple[list[np.ndarray], list | None]:
     """Up to ``n`` pre-processed inputs spread over ``data``, and their labels where the data set has them
     (CRNN word sets: each label as the class indices of its normalised text) or None."""
-    if model == "crnn":
+    if is_text(model):
         from deployzoo.process.crnn import CrnnPreprocess
         from deployzoo.process.text import ALPHABET, encode, normalize_label
 
@@ -157,7 +158,7 @@ def make_batches(model: str, items: list[np.ndarray], batch_size: int, meta: dic
 
     bs = fixed_batch or batch_size
     out = []
-    if model == "crnn":
+    if is_text(model):
         cfg = CrnnPreprocess.from_dict(meta.get("preprocess", {}))
         for idx in batches_by_width(range(len(items)), lambda i: items[i].shape[-1], bs, pool_batches=1 << 30):
             n = len(idx)

@@ -216,7 +216,9 @@ class QuantBudget:
 
 def decoded(model: str, out: np.ndarray, widths: np.ndarray | None, n: int) -> list:
     """Comparable decoded outputs of the first ``n`` items: CRNN greedy text, top-1 class, or pixel classes."""
-    if model == "crnn":
+    from deployzoo.specs import is_text
+
+    if is_text(model):
         from deployzoo.process.crnn import output_length
 
         best = out.argmax(-1)  # (T, B)
