@@ -451,6 +451,19 @@ def _class_logits(first: list[int], n: int) -> np.ndarray:
     return out
 
 
+def _fake_quantiser(first0: list[int], edits: dict[str, dict[int, int]], n: int):
+    """make(quantised layer names) -> a runner whose top-1 answers are the float ones with those layers' edits."""
+
+    def make(q):
+        first = list(first0)
+        for name in q:
+            for k, v in edits[name].items():
+                first[k] = v
+        return lambda x: _class_logits(first, n)
+
+    return make
+
+
 def test_labelled_budget_counts_accuracy_lost_not_outputs_changed():
     """'x' changes 40 wrong answers into other wrong ones (10 % disagreement, no accuracy lost); 'y' breaks 20
     right answers (5 points, far beyond noise on 400 items). With labels only 'y' must stay float, although 'x'
@@ -460,13 +473,7 @@ def test_labelled_budget_counts_accuracy_lost_not_outputs_changed():
     ref = [_class_logits(first0, n)]
     probe = [Batch(np.zeros((n, 3, 2, 2), np.float32), None, n, labels)]
     edits = {"x": {k: _cls(k, 2, n) for k in range(300, 340)}, "y": {k: _cls(k, 1, n) for k in range(20)}}
-
-    def make(q):
-        first = list(first0)
-        for name in q:
-            for k, v in edits[name].items():
-                first[k] = v
-        return lambda x: _class_logits(first, n)
+    make = _fake_quantiser(first0, edits, n)
 
     res = choose_float_nodes(["x", "y"], make, "volo_d2", probe, ref, QuantBudget(max_accuracy_drop=0.005))
     assert res["all_int8"]["accuracy_drop"] == pytest.approx(0.05) and res["all_int8"]["reference_accuracy"] == 0.75
@@ -508,13 +515,7 @@ def test_noise_alone_does_not_keep_a_layer_float_and_the_probe_size_is_checked()
     probe = [Batch(np.zeros((n, 3, 2, 2), np.float32), None, n, labels)]
     edits = {"hurts": {k: _cls(k, 1, n) for k in range(100, 130)}, "harmless": {},
              "noisy": {**{k: _cls(k, 1, n) for k in range(200, 205)}, 400: _cls(400, 0, n), 401: _cls(401, 0, n)}}
-
-    def make(q):
-        first = list(first0)
-        for name in q:
-            for k, v in edits[name].items():
-                first[k] = v
-        return lambda x: _class_logits(first, n)
+    make = _fake_quantiser(first0, edits, n)
 
     logs = []
     budget = QuantBudget(max_accuracy_drop=0.005)
