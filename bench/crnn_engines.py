@@ -91,7 +91,7 @@ def synthetic_calibration(out_dir: Path, count: int) -> Path:
 def recognizer(runner, preprocess: dict, alphabet: str | None):
     from deployzoo.process.crnn import CrnnPreprocess
     from deployzoo.process.text import ALPHABET
-    from deployzoo.recognizer import Recognizer
+    from deployzoo.predict import Recognizer
 
     return Recognizer(runner, CrnnPreprocess.from_dict(preprocess), alphabet or ALPHABET)
 

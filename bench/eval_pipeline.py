@@ -17,7 +17,7 @@ import time
 import torch
 
 from deployzoo.evaluation.words import evaluate_words
-from deployzoo.recognizer import Recognizer
+from deployzoo.predict import Recognizer
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 def load(model: str = "crnn", checkpoint=None, engine=None, **kwargs):
     """Load a model for inference: ``deployzoo.load("crnn", checkpoint="crnn.pth")("word.png").text``."""
-    from deployzoo.recognizer import load as _load
+    from deployzoo.predict import load as _load
 
     return _load(model, checkpoint=checkpoint, engine=engine, **kwargs)
 

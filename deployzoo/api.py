@@ -27,7 +27,7 @@ def models() -> int:
 
 def _recognizer(model: str, checkpoint, engine, lexicon, batch_size: int, threads: int | None,
                 random_weights: bool = False):
-    from deployzoo.recognizer import Recognizer
+    from deployzoo.predict import Recognizer
 
     if get_spec(model).task != "text":
         raise DeployzooError(f"model '{model}' is not a word recogniser")
@@ -86,7 +86,7 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
         return _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size or 64, lexicon, workers,
                                threads, json_path, tty, limit)
     from deployzoo.evaluation.report import write_json
-    from deployzoo.vision import load_runner, weights_source
+    from deployzoo.predict import load_runner, weights_source
 
     if len(data) != 1:
         raise DeployzooError(f"eval {model}: give one --data folder (got {len(data)})")
@@ -259,7 +259,7 @@ def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_siz
         eng = open_engine(path, expect_model=model, threads=threads)
         if task == "text":
             from deployzoo.evaluation.words import evaluate_words
-            from deployzoo.recognizer import Recognizer
+            from deployzoo.predict import Recognizer
 
             rec = Recognizer.from_engine(eng, lexicon=lexicon, batch_size=batch_size or 64)
             res = [evaluate_words(rec, d, batch_size=batch_size or 64, workers=workers, progress=False, model=model,

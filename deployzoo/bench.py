@@ -236,7 +236,7 @@ def benchmark(target: str | os.PathLike, batch_size: int | Sequence[int] = 1,
             if mode == "e2e":
                 from deployzoo.process.crnn import CrnnPreprocess
                 from deployzoo.process.text import ALPHABET
-                from deployzoo.recognizer import Recognizer
+                from deployzoo.predict import Recognizer
 
                 rec = Recognizer(runner, CrnnPreprocess.from_dict(tgt.preprocess), tgt.alphabet or ALPHABET)
             for b in batches:

@@ -202,7 +202,7 @@ def _accuracy(model: str, runner, data: str, batch_size: int, limit: int | None,
     if task == "text":
         from deployzoo.evaluation.words import evaluate_words
         from deployzoo.process.crnn import CrnnPreprocess
-        from deployzoo.recognizer import Recognizer
+        from deployzoo.predict import Recognizer
 
         if hasattr(runner, "manifest"):  # an Engine: its own pre-processing and alphabet
             rec = Recognizer.from_engine(runner, batch_size=batch_size)

@@ -341,7 +341,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         from deployzoo.evaluation.words import evaluate_words
-        from deployzoo.recognizer import Recognizer
+        from deployzoo.predict import Recognizer
 
         self.model.eval()
         rec = Recognizer(_DeviceRunner(self.model, self.device, self.amp_dtype), self.pre, batch_size=256)

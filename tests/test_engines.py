@@ -30,7 +30,7 @@ from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
 from deployzoo.process.ctc import greedy_decode
 from deployzoo.process.image import load_image
 from deployzoo.process.text import ALPHABET
-from deployzoo.recognizer import Recognizer
+from deployzoo.predict import Recognizer
 
 WORDS = ["hello", "world", "deploy", "zoo", "engine", "quant", "crnn", "lstm", "2024", "onnx", "tensor", "river",
          "street", "open", "vino", "sign", "shop", "cafe", "hotel", "exit", "stop", "north", "main", "park",

@@ -8,7 +8,7 @@ from conftest import word_image
 import deployzoo
 from deployzoo.engines import EagerRunner
 from deployzoo.errors import DeployzooError
-from deployzoo.recognizer import Recognizer
+from deployzoo.predict import Recognizer
 from deployzoo.train import TrainConfig, Trainer, slim_checkpoint
 
 # short words keep the images narrow (keep-ratio), so overfitting costs ~2x less CPU than 100-px crops

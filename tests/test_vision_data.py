@@ -232,7 +232,7 @@ def test_preprocessing_constants_match_the_models():
     assert (pv.VOLO_INPUT_SIZE, pv.VOLO_RESIZE_SHORT_SIDE) == (volo.INPUT_SIZE, volo.RESIZE_SHORT_SIDE) == (224, 233)
     assert (pv.OCRNET_MEAN_RGB, pv.OCRNET_STD_RGB) == (ocrnet.PIXEL_MEAN_RGB, ocrnet.PIXEL_STD_RGB)
     assert pv.OCRNET_TEST_SCALE_WH == ocrnet.TEST_SCALE_WH and pv.CITYSCAPES_PALETTE == ocrnet.CITYSCAPES_PALETTE
-    code = "import sys, deployzoo.process.vision, deployzoo.vision; print('torch' in sys.modules)"
+    code = "import sys, deployzoo.process.vision, deployzoo.predict; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

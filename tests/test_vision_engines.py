@@ -16,7 +16,7 @@ from deployzoo.engines import open_engine
 from deployzoo.engines.build import build_engine
 from deployzoo.errors import DeployzooError, EngineError
 from deployzoo.export import input_spec, load_model, run_torch
-from deployzoo.vision import Segmenter
+from deployzoo.predict import Segmenter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 HW = (64, 128)

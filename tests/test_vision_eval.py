@@ -18,7 +18,7 @@ from deployzoo.evaluation.report import write_json
 from deployzoo.evaluation.segmentation import evaluate_cityscapes
 from deployzoo.models.ocrnet import CITYSCAPES_PALETTE, PIXEL_MEAN_RGB, PIXEL_STD_RGB
 from deployzoo.process.vision import ocrnet_preprocess, volo_preprocess
-from deployzoo.vision import Classifier, Segmenter, from_checkpoint, load_runner
+from deployzoo.predict import Classifier, Segmenter, from_checkpoint, load_runner
 
 
 @pytest.fixture

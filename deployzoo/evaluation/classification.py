@@ -111,7 +111,7 @@ def evaluate_imagenet(runner, data: str | os.PathLike | ImageNetVal, batch_size:
         model, source, random_weights: recorded in the result (and the report warns about random weights).
         topk: how many (class, probability) pairs each prediction lists.
     """
-    from deployzoo.vision import Classifier
+    from deployzoo.predict import Classifier
 
     ds = data if isinstance(data, ImageNetVal) else open_imagenet(data, label_file)
     idx = subset_indices(len(ds), limit)

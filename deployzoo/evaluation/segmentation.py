@@ -120,7 +120,7 @@ def evaluate_cityscapes(runner, data: str | os.PathLike | CityscapesVal, flip: b
         out_dir: if given, write each prediction as ``<out_dir>/<city>/<name>_pred_labelTrainIds.png``.
         model, source, random_weights: recorded in the result (the report warns about random weights).
     """
-    from deployzoo.vision import Segmenter
+    from deployzoo.predict import Segmenter
 
     if batch_size < 1:
         raise DeployzooError(f"batch_size must be >= 1, got {batch_size}")

@@ -21,7 +21,7 @@ from deployzoo.metrics import one_minus_ned
 from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, preprocess
 from deployzoo.process.image import load_image
 from deployzoo.process.text import LabelStats, normalize_label
-from deployzoo.recognizer import Recognizer
+from deployzoo.predict import Recognizer
 
 LENGTH_CAP = 12  # by-length table groups labels of this length and longer
 
