@@ -190,7 +190,8 @@ def build(model: str, precision: str, out: str, backend: str = "onnxruntime", ch
           random_weights: bool = False, calib_data: str | None = None, calib_count: int = 256,
           shape_mutable: bool = True, batch_size: int | None = None, threads: int | None = None,
           probe_count: int | None = None, max_accuracy_drop: float = 0.5, max_disagreement: float = 1.0,
-          input_size: tuple[int, int] | None = None, int8_lstm: bool = False, portable: bool = False) -> int:
+          input_size: tuple[int, int] | None = None, int8_lstm: bool = False, portable: bool = False,
+          compact_lstm: bool = False) -> int:
     """``deployzoo build MODEL --precision P --out DIR``: a verified, self-describing engine directory.
     The int8 budgets are given here in points / percent (the CLI's units); None switches one off."""
     from deployzoo.engines.build import build_engine
@@ -205,7 +206,8 @@ def build(model: str, precision: str, out: str, backend: str = "onnxruntime", ch
                         probe_count=probe_count,
                         max_accuracy_drop=None if max_accuracy_drop is None else max_accuracy_drop / 100,
                         max_disagreement=None if max_disagreement is None else max_disagreement / 100,
-                        input_size=input_size, options={"int8_lstm": int8_lstm, "portable": portable})
+                        input_size=input_size, options={"int8_lstm": int8_lstm, "portable": portable,
+                                                                  "compact_lstm": compact_lstm})
     from deployzoo.engines.manifest import read_manifest
     from deployzoo.engines.quant import summary_lines
 

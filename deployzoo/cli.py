@@ -75,6 +75,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "differ from float (default 1)")
     b.add_argument("--int8-lstm", action="store_true",
                    help="onnxruntime int8: also quantise the LSTMs (dynamic int8, kept only within the budget)")
+    b.add_argument("--compact-lstm", action="store_true",
+                   help="onnxruntime int8: store the float LSTM weights as fp16 (cast to fp32 at load): about half "
+                        "the file, same compute, batch-invariant (kept only within the budget)")
     b.add_argument("--portable", action="store_true",
                    help="onnxruntime int8: 7-bit weights, exact on CPUs without VNNI too (for engines you ship)")
     b.add_argument("--shape-mutable", type=_bool, default=True)

@@ -22,6 +22,7 @@ import base64
 import binascii
 import io
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -352,6 +353,12 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
 
         manifest = verify_engine(target, expect_model=model)
         name = manifest["model"]
+        if ((manifest.get("quantization") or {}).get("lstm") or {}).get("batch_invariant") is False:
+            import warnings
+
+            warnings.warn(f"engine {target}: dynamic int8 LSTMs scale each batch by its own range, so a word's text "
+                          "can depend on the words batched with it; for serving, build with --compact-lstm "
+                          "(batch-invariant) instead of --int8-lstm", stacklevel=2)
         kw = {"engine": target}
         spec = manifest["input"]
         source = f"engine {target} ({manifest['backend']}/{manifest['precision']})"
@@ -676,6 +683,9 @@ def serve(target: str | None = None, checkpoint: str | None = None, model: str |
     for k in ("max_batch_size", "max_queue_size", "max_request_images", "max_request_bytes", "instances"):
         if getattr(cfg, k) < 1:
             raise DeployzooError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(cfg, k)}")
+    # ONNX Runtime's idle intra-op threads spin by default: in a server they would take the cores from the event
+    # loop and from request parsing between batches (measured: bench/serve_load.py, README)
+    os.environ.setdefault("DEPLOYZOO_ORT_SPIN", "0")
     served = served_from(target, checkpoint, cfg, model, random_weights)
     app = create_app(served)
     print(f"deployzoo serve: {served.model} from {served.source} on http://{cfg.host}:{cfg.port} "

@@ -159,6 +159,28 @@ def test_ort_int8_calibrated_and_chosen_by_measurement(ort_int8, model, word_bat
     check_int8(eng, model, word_batch)
 
 
+def test_lstm_storage_options_size_and_batch_invariance(crnn_seeded_ckpt, calib_words, word_batch, tmp_path):
+    """--compact-lstm: LSTM weights stored fp16 behind folded Casts: a smaller file, logits within fp16 rounding
+    of the fp32-LSTM engine, and a word's logits do not depend on its batch neighbours. --int8-lstm (dynamic
+    quantisation) is recorded as not batch-invariant, which is why it is not the serving default."""
+    kw = dict(checkpoint=crnn_seeded_ckpt, calib_data=calib_words, calib_count=24, probe_count=12, threads=1,
+              progress=False, calib_method="minmax", max_accuracy_drop=None, max_disagreement=1.0)
+    plain = build_engine("crnn", "int8", out=tmp_path / "plain", **kw)
+    compact = build_engine("crnn", "int8", out=tmp_path / "compact", options={"compact_lstm": True}, **kw)
+    lstm = open_engine(compact).manifest["quantization"]["lstm"]
+    assert lstm["kept"] and lstm["batch_invariant"] and lstm["tensors"] == 6  # W, R, B of two BiLSTMs
+    size = {p: sum(f.stat().st_size for f in p.glob("*.onnx")) for p in (compact, plain)}
+    assert size[compact] < 0.75 * size[plain]
+    x, _ = word_batch
+    a, b = open_engine(compact, threads=1), open_engine(plain, threads=1)
+    ya = a(x)
+    assert np.abs(ya - b(x)).max() < 0.05 * np.abs(b(x)).max()
+    for i in (0, 5):  # alone vs in the batch: the same logits
+        np.testing.assert_allclose(a(x[i : i + 1])[:, 0], ya[:, i], rtol=1e-5, atol=1e-5)
+    dyn = build_engine("crnn", "int8", out=tmp_path / "dyn", options={"int8_lstm": True}, **kw)
+    assert open_engine(dyn).manifest["quantization"]["lstm"]["batch_invariant"] is False
+
+
 def test_ort_fp16_is_refused_with_the_measured_reason(crnn_seeded_ckpt, tmp_path):
     with pytest.raises(EngineError, match="no float16 kernels.*openvino"):
         build_engine("crnn", "fp16", checkpoint=crnn_seeded_ckpt, out=tmp_path / "e16", threads=1, progress=False)
