@@ -1,9 +1,11 @@
 """Load test of ``deployzoo serve``: concurrency sweep with perf_analyzer's stability rule, then a soak.
 
     python bench/serve_load.py --engine eng/crnn_int8 [--data words_folder] [--threads 2] [--instances 1] \
-        [--levels 1 4 16 64] [--images-per-request 1 8] [--window-s 5] [--soak-s 600] [--json out.json]
+        [--levels 1 4 16 64] [--images-per-request 1 8] [--window-s 5] [--soak-s 600] [--client threads|httpx] \
+        [--json out.json]
 
-The server runs in its own process on loopback; clients are asyncio tasks (httpx) in this process. Per level:
+The server runs in its own process on loopback; clients are threads in this process, each on its own keep-alive
+``http.client`` connection sending multipart requests (``--client httpx``: asyncio tasks with httpx, heavier). Per level:
 5-second windows until the last 3 are within 10 % of their mean (at most 10 windows); then requests/s, images/s,
 p50/p90/p95/p99 latency, average batch size (the server's inference / execution counters), rejected (503) and
 failed counts, and every answer checked against the same engine reading the image alone: lost and wrong counts.
@@ -112,7 +114,76 @@ async def run_window(client, url: str, images: list[bytes], expected: list[str],
             "failed": failed, "wrong": wrong, "lost": lost}
 
 
-async def level(base: str, images, expected, clients: int, per_req: int, window_s: float, max_windows: int) -> dict:
+def multipart(images: list[bytes], idx: list[int]) -> tuple[bytes, str]:
+    """A multipart/form-data body with one ``files`` field per image (what the httpx client sends)."""
+    b = "deployzoo-load-boundary"
+    parts = [(f'--{b}\r\nContent-Disposition: form-data; name="files"; filename="{i}.png"\r\n'
+              "Content-Type: image/png\r\n\r\n").encode() + images[i] + b"\r\n" for i in idx]
+    return b"".join(parts) + f"--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
+
+
+def run_window_threads(base: str, images: list[bytes], expected: list[str], clients: int, per_req: int,
+                       seconds: float, state: dict) -> dict:
+    """One window with ``clients`` threads, each on its own keep-alive ``http.client`` connection: a lighter load
+    generator than asyncio + httpx, whose own CPU cost at 64 connections starved the server on 2 shared cores."""
+    import http.client
+    import threading
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base)
+    lock = threading.Lock()
+    out = {"lat": [], "images": 0, "rejected": 0, "failed": 0, "wrong": 0, "lost": 0}
+    stop = time.perf_counter() + seconds
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        while time.perf_counter() < stop:
+            with lock:
+                k = state["next"]
+                state["next"] += per_req
+            idx = [(k + j) % len(images) for j in range(per_req)]
+            body, ctype = multipart(images, idx)
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/recognize", body=body, headers={"content-type": ctype})
+                r = conn.getresponse()
+                data = r.read()
+            except Exception:
+                with lock:
+                    out["failed"] += 1
+                conn.close()
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+                continue
+            dt = time.perf_counter() - t0
+            if r.status == 503:
+                with lock:
+                    out["rejected"] += 1
+                time.sleep(0.01)
+                continue
+            if r.status != 200:
+                with lock:
+                    out["failed"] += 1
+                continue
+            res = json.loads(data)["results"]
+            bad = sum(1 for i, x in zip(idx, res) if x.get("error") or x.get("text") != expected[i])
+            with lock:
+                out["lost"] += max(0, per_req - len(res))
+                out["wrong"] += bad
+                out["lat"].append(dt)
+                out["images"] += len(res)
+        conn.close()
+
+    ts = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return {"requests": len(out["lat"]), "seconds": time.perf_counter() - t0, **out}
+
+
+async def level(base: str, images, expected, clients: int, per_req: int, window_s: float, max_windows: int,
+                client_kind: str = "threads") -> dict:
     import httpx
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
@@ -121,8 +192,13 @@ async def level(base: str, images, expected, clients: int, per_req: int, window_
         state = {"next": 0}
         wins = []
         for _ in range(max_windows):
-            wins.append(await run_window(client, base + "/v1/recognize", images, expected, clients, per_req,
-                                         window_s, state))
+            if client_kind == "threads":
+                w = await asyncio.to_thread(run_window_threads, base, images, expected, clients, per_req, window_s,
+                                            state)
+            else:
+                w = await run_window(client, base + "/v1/recognize", images, expected, clients, per_req, window_s,
+                                     state)
+            wins.append(w)
             if len(wins) >= 3:
                 rates = [w["images"] / w["seconds"] for w in wins[-3:]]
                 if max(rates) - min(rates) <= 0.1 * np.mean(rates):
@@ -159,6 +235,9 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=10)
     ap.add_argument("--soak-s", type=float, default=600.0)
     ap.add_argument("--soak-clients", type=int, default=32)
+    ap.add_argument("--client", choices=["threads", "httpx"], default="threads",
+                    help="load generator: threads with http.client keep-alive connections (default), or asyncio + "
+                         "httpx (heavier: at 64 connections it starved the server on 2 shared cores)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -200,7 +279,8 @@ def main() -> None:
         rows = []
         for per_req in args.images_per_request:
             for c in args.levels:
-                r = asyncio.run(level(base, images, expected, c, per_req, args.window_s, args.max_windows))
+                r = asyncio.run(level(base, images, expected, c, per_req, args.window_s, args.max_windows,
+                                      args.client))
                 r["rss_mib"] = rss_mib(srv.pid)
                 rows.append(r)
                 print(f"clients {c:>3} x {per_req} img: {r['images_per_s']:.0f} img/s, p99 {r['p99_ms']:.1f} ms, "
@@ -208,13 +288,14 @@ def main() -> None:
         soak = None
         if args.soak_s > 0:
             s_rss0 = rss_mib(srv.pid)
-            soak = asyncio.run(level(base, images, expected, args.soak_clients, 1, args.soak_s, 1))
+            soak = asyncio.run(level(base, images, expected, args.soak_clients, 1, args.soak_s, 1, args.client))
             soak.update({"rss_start_mib": s_rss0, "rss_end_mib": rss_mib(srv.pid), "seconds": args.soak_s})
     finally:
         srv.terminate()
         srv.wait(10)
 
-    print(f"\nEngine {args.engine}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads "
+    print(f"\nEngine {args.engine}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, client "
+          f"{args.client}, threads "
           f"{args.threads}, instances {args.instances}, max batch {args.max_batch_size}, delay "
           f"{args.max_queue_delay_ms} ms; in-process batch 64: {direct:.0f} images/s; server RSS at start "
           f"{rss0:.0f} MiB\n")
