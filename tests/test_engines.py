@@ -178,7 +178,13 @@ def test_lstm_storage_options_size_and_batch_invariance(crnn_seeded_ckpt, calib_
     for i in (0, 5):  # alone vs in the batch: the same logits
         np.testing.assert_allclose(a(x[i : i + 1])[:, 0], ya[:, i], rtol=1e-5, atol=1e-5)
     dyn = build_engine("crnn", "int8", out=tmp_path / "dyn", options={"int8_lstm": True}, **kw)
-    assert open_engine(dyn).manifest["quantization"]["lstm"]["batch_invariant"] is False
+    q = open_engine(dyn).manifest["quantization"]
+    assert q["lstm"]["batch_invariant"] is False
+    # dynamic int8 LSTMs against the fp32-LSTM engine: within 10 % of the largest logit on these words
+    assert np.abs(open_engine(dyn, threads=1)(x) - b(x)).max() < 0.10 * np.abs(b(x)).max()
+    from deployzoo.engines.quant import summary_lines
+
+    assert any(line.startswith("LSTM: dynamic int8") and "not batch-invariant" in line for line in summary_lines(q))
 
 
 def test_ort_fp16_is_refused_with_the_measured_reason(crnn_seeded_ckpt, tmp_path):

@@ -386,6 +386,11 @@ def summary_lines(choice: dict, budget: QuantBudget | None = None) -> list[str]:
             lines.append(f"float: {u}: alone int8 disagreement {e['disagreement']:.2%}, rel L2 {e['rel_l2']:.4f}")
     if "verdict" in choice:
         lines.append(f"budget {choice['verdict']}: {budget.describe(choice['final'])}")
+    lstm = choice.get("lstm") or {}
+    if lstm.get("probe"):
+        lines.append(f"LSTM: {lstm['scheme']}: {'kept' if lstm.get('kept') else 'not kept'}: "
+                     f"{budget.describe(lstm['probe'])}"
+                     + ("" if lstm.get("batch_invariant", True) else "; not batch-invariant"))
     check = choice.get("probe_check")
     if check and not check["enough"]:
         lines.append(f"probe: {check['probe_words']} labelled words resolve the drop to "
