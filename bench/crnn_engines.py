@@ -93,20 +93,21 @@ def recognizer(runner, preprocess: dict, alphabet: str | None):
     from deployzoo.process.text import ALPHABET
     from deployzoo.predict import Recognizer
 
-    return Recognizer(runner, CrnnPreprocess.from_dict(preprocess), alphabet or ALPHABET)
+    from deployzoo.process.ctc import Greedy
+
+    return Recognizer(runner, CrnnPreprocess.from_dict(preprocess), alphabet or ALPHABET, Greedy(alphabet or ALPHABET))
 
 
 def evaluate(runner, preprocess: dict, alphabet: str | None, data: list[str], batch: int) -> dict:
-    from deployzoo.evaluation.words import evaluate_words
+    """Word accuracy per set through ``deployzoo.evaluation.evaluate`` (the entry point of ``deployzoo eval``),
+    with greedy decoding: this table measures what each engine does to the network's own reading."""
+    from deployzoo.evaluation import evaluate as run_eval
 
-    rec = recognizer(runner, preprocess, alphabet)
-    rec.batch_size = batch
-    out = {}
-    for d in data:
-        r = evaluate_words(rec, d, batch_size=batch, progress=False)
-        out[Path(d).name] = {"n": r.n, "correct": r.correct, "accuracy": r.accuracy, "errors": r.errors,
-                             "dropped": r.dropped, "predictions": [p["pred"] for p in r.predictions]}
-    return out
+    ev = run_eval("crnn", runner, data, {"preprocess": preprocess, "alphabet": alphabet, "source": ""},
+                  batch_size=batch, decode="greedy")
+    return {Path(r.data).name: {"n": r.n, "correct": r.correct, "accuracy": r.accuracy, "errors": r.errors,
+                                "dropped": r.dropped, "predictions": [p["pred"] for p in r.predictions]}
+            for r in ev.results}
 
 
 def throughput_rounds(runners: dict, batch: int, duration: float, rounds: int, width: int,

@@ -83,58 +83,17 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
     wrong = [k for k, v in given.items() if v is not None and k not in allowed]
     if wrong:
         raise DeployzooError(f"eval {model}: {', '.join(wrong)} do(es) not apply to {task} models")
-    if task == "text":
-        return _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size or 64, lexicon, workers,
-                               threads, json_path, tty, limit, decode)
+    from deployzoo.evaluation import evaluate as run_eval
     from deployzoo.evaluation.report import write_json
-    from deployzoo.predict import load_runner, weights_source
+    from deployzoo.predict import load_runner
 
-    if len(data) != 1:
-        raise DeployzooError(f"eval {model}: give one --data folder (got {len(data)})")
     runner, meta = load_runner(model, checkpoint, random_weights, threads, engine)
-    common = dict(workers=workers, progress=tty, limit=limit, model=model, source=weights_source(meta),
-                  random_weights=meta["random_weights"])
-    if task == "classification":
-        from deployzoo.evaluation import classification as mod
-
-        res = mod.evaluate_imagenet(runner, data[0], batch_size=batch_size or 32, label_file=label_file, **common)
-    else:
-        from deployzoo.evaluation import segmentation as mod
-
-        res = mod.evaluate_cityscapes(runner, data[0], flip=flip, scales=tuple(scales or (1.0,)),
-                                      batch_size=batch_size or 1, out_dir=out_dir, **common)
-    print(mod.format_report(res))
+    ev = run_eval(model, runner, data, meta, batch_size=batch_size, workers=workers, progress=tty, limit=limit,
+                  decode=decode, lexicon=lexicon, label_file=label_file, flip=flip, scales=scales or (1.0,),
+                  out_dir=out_dir)
+    print(ev.report())
     if json_path:
-        write_json(res.to_json(), json_path)
-        print(f"wrote {json_path}")
-    return 0
-
-
-def _evaluate_words(model, data, checkpoint, engine, random_weights, batch_size, lexicon, workers, threads,
-                    json_path, progress, limit=None, decode="words") -> int:
-    from deployzoo.evaluation.report import write_json
-    from deployzoo.evaluation.words import evaluate_words, format_report
-
-    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights, decode)
-    results = [evaluate_words(rec, d, batch_size=batch_size, workers=workers, progress=progress, model=model,
-                              limit=limit) for d in data]
-    print(f"model: {model}  weights: {rec.source}  batch: {batch_size}  decoding: {rec.decoder.name}"
-          + (f" ({lexicon})" if lexicon else ""))
-    if rec.random_weights:
-        print("WARNING: random weights: these accuracies are meaningless")
-    print(format_report(results))
-    if json_path:
-        n = sum(r.n for r in results)
-        correct = sum(r.correct for r in results)
-        preds = [{"data": r.data, **p} for r in results for p in r.predictions]
-        rec_json = {"model": model, "weights": rec.source, "random_weights": rec.random_weights, "lexicon": lexicon,
-                    "decoding": rec.decoder.name, "batch_size": batch_size, "n": n, "correct": correct,
-                    "accuracy": correct / n if n else 0.0,
-                    "mean_1_ned": sum(r.mean_1_ned * r.n for r in results) / n if n else 0.0,
-                    "dropped": sum(r.dropped for r in results), "errors": sum(r.errors for r in results),
-                    "datasets": [{k: v for k, v in r.to_json().items() if k != "predictions"} for r in results],
-                    "predictions": preds}
-        write_json(rec_json, json_path)
+        write_json(ev.to_json(), json_path)
         print(f"wrote {json_path}")
     return 0
 
@@ -258,35 +217,17 @@ def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_siz
     from deployzoo.engines import open_engine
     from deployzoo.evaluation.report import markdown_table, write_json
 
-    task = get_spec(model).task
+    from deployzoo.evaluation import evaluate as run_eval
+
     rows, records = [], []
     for path in engines:
         eng = open_engine(path, expect_model=model, threads=threads)
-        if task == "text":
-            from deployzoo.evaluation.words import evaluate_words
-            from deployzoo.predict import Recognizer
-
-            rec = Recognizer.from_engine(eng, lexicon=lexicon, batch_size=batch_size or 64, decode=decode)
-            res = [evaluate_words(rec, d, batch_size=batch_size or 64, workers=workers, progress=False, model=model,
-                                  limit=limit) for d in data]
-            n, correct = sum(r.n for r in res), sum(r.correct for r in res)
-            acc, ips = correct / max(n, 1), n / max(sum(r.seconds for r in res), 1e-9)
-        elif task == "classification":
-            from deployzoo.evaluation.classification import evaluate_imagenet
-
-            r = evaluate_imagenet(eng, data[0], batch_size=batch_size or 32, workers=workers, progress=False,
-                                  limit=limit, label_file=label_file, model=model, source=str(path))
-            n, acc, ips = r.n, r.accuracy, getattr(r, "images_per_s", 0.0)
-        else:
-            from deployzoo.evaluation.segmentation import evaluate_cityscapes
-
-            r = evaluate_cityscapes(eng, data[0], batch_size=batch_size or 1, workers=workers, progress=False,
-                                    limit=limit, model=model, source=str(path), log=lambda *_: None)
-            n, acc, ips = r.n, r.accuracy, getattr(r, "images_per_s", 0.0)
-        rows.append([model, eng.precision, eng.backend, batch_size or eng.fixed_batch or "-", f"{acc:.6f}",
-                     f"{ips:.1f}"])
-        records.append({"engine": str(path), "precision": eng.precision, "backend": eng.backend, "n": n,
-                        "accuracy": acc, "images_per_s": ips})
+        ev = run_eval(model, eng, data, batch_size=batch_size, workers=workers, limit=limit, decode=decode,
+                      lexicon=lexicon, label_file=label_file, log=lambda *_: None)
+        rows.append([model, eng.precision, eng.backend, batch_size or eng.fixed_batch or "-", f"{ev.accuracy:.6f}",
+                     f"{ev.images_per_s:.1f}"])
+        records.append({"engine": str(path), "precision": eng.precision, "backend": eng.backend, "n": ev.n,
+                        "accuracy": ev.accuracy, "images_per_s": ev.images_per_s})
     print(markdown_table(["Model", "Precision", "Backend", "Batch", "accuracy", "images/s"], rows,
                          align="<<<>>>"))
     if json_path:

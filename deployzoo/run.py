@@ -197,28 +197,10 @@ def _p50(b: dict) -> float | None:
 
 def _accuracy(model: str, runner, data: str, batch_size: int, limit: int | None,
               meta: dict | None = None) -> tuple[float, float]:
-    """(metric as a fraction, end-to-end images/s) of one runner on one data set."""
+    """(metric as a fraction, end-to-end images/s) of one runner on one data set (``deployzoo.evaluation``)."""
+    from deployzoo.evaluation import evaluate
+
     task = get_spec(model).task
-    if task == "text":
-        from deployzoo.evaluation.words import evaluate_words
-        from deployzoo.process.crnn import CrnnPreprocess
-        from deployzoo.predict import Recognizer
-
-        from deployzoo.engines import Engine
-
-        if isinstance(runner, Engine):  # its own pre-processing and alphabet
-            rec = Recognizer.from_engine(runner, batch_size=batch_size)
-        else:
-            rec = Recognizer(runner, CrnnPreprocess.from_dict((meta or {}).get("preprocess") or {}),
-                             batch_size=batch_size)
-        r = evaluate_words(rec, data, batch_size=batch_size, progress=False)
-        return r.accuracy, r.images_per_s
-    if task == "classification":
-        from deployzoo.evaluation.classification import evaluate_imagenet
-
-        r = evaluate_imagenet(runner, data, batch_size=min(batch_size, 32), progress=False, limit=limit)
-        return r.accuracy, getattr(r, "images_per_s", 0.0)
-    from deployzoo.evaluation.segmentation import evaluate_cityscapes
-
-    r = evaluate_cityscapes(runner, data, batch_size=1, progress=False, limit=limit)
-    return r.accuracy, getattr(r, "images_per_s", 0.0)
+    batch = {"text": batch_size, "classification": min(batch_size, 32), "segmentation": 1}[task]
+    ev = evaluate(model, runner, data, meta, batch_size=batch, limit=limit)
+    return ev.accuracy, ev.images_per_s

@@ -29,6 +29,29 @@ def test_eval_engine_matches_checkpoint(ort_engine, word_folder, crnn_seeded_ckp
     assert "engine" in json.loads((tmp_path / "engine.json").read_text())["weights"]
 
 
+def test_one_evaluation_entry_point_behind_eval_and_run(ort_engine, word_folder, tmp_path):
+    from deployzoo.engines import EagerRunner, open_engine
+    from deployzoo.errors import DeployzooError
+    from deployzoo.evaluation import evaluate
+    from deployzoo.run import _accuracy
+
+    p = tmp_path / "cli.json"
+    assert main(["eval", "crnn", "--data", str(word_folder), "--engine", str(ort_engine), "--workers", "0",
+                 "--json", str(p)]) == 0
+    cli = json.loads(p.read_text())
+    eng = open_engine(ort_engine)
+    ev = evaluate("crnn", eng, [word_folder], workers=0)  # an engine carries its own metadata
+    assert [(x["key"], x["pred"]) for x in ev.to_json()["predictions"]] == \
+        [(x["key"], x["pred"]) for x in cli["predictions"]]
+    assert (ev.n, ev.accuracy, ev.decoding) == (cli["n"], cli["accuracy"], "words") and "engine" in ev.source
+    acc, ips = _accuracy("crnn", eng, str(word_folder), 64, None)  # deployzoo run's accuracy column
+    assert acc == ev.accuracy and ips > 0
+    with pytest.raises(DeployzooError, match="metadata"):
+        evaluate("crnn", EagerRunner(torch.nn.Identity()), [word_folder])
+    with pytest.raises(DeployzooError, match="one --data folder"):
+        evaluate("volo_d2", eng, [word_folder, word_folder])
+
+
 def test_recognize_and_python_api_with_engine(ort_engine, word_folder, crnn_seeded_ckpt, capsys):
     img = word_folder / "img" / "0.png"
     assert main(["recognize", str(img), "--engine", str(ort_engine), "--json"]) == 0

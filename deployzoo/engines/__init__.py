@@ -55,6 +55,13 @@ class EagerRunner:
             return self.model(self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
+def engine_meta(eng: "Engine") -> dict:
+    """What ``resolve_runner`` reports for an opened engine: source, pre-processing, alphabet, manifest."""
+    return {"preprocess": eng.preprocess, "alphabet": eng.alphabet, "engine": eng.manifest,
+            "random_weights": bool(eng.manifest.get("random_weights", False)),
+            "source": f"engine {eng.path} ({eng.name})"}
+
+
 def resolve_runner(model: str, checkpoint=None, engine=None, random_weights: bool = False,
                    threads: int | None = None) -> tuple[Runner, dict]:
     """The one way to get weights running: an engine dir, a checkpoint (or the shipped default), or explicit
@@ -75,9 +82,7 @@ def resolve_runner(model: str, checkpoint=None, engine=None, random_weights: boo
                                  "shipped engine is missing from this install; pass --engine DIR")
     if engine is not None:
         eng = open_engine(engine, expect_model=model, threads=threads)
-        meta = {"preprocess": eng.preprocess, "alphabet": eng.alphabet, "engine": eng.manifest,
-                "random_weights": bool(eng.manifest.get("random_weights", False))}
-        return eng, {**meta, "source": f"engine {eng.path} ({eng.name})"}
+        return eng, engine_meta(eng)
     if random_weights:
         import warnings
 
