@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.bench import _run_config, machine_info
-from deployzoo.engines import SHORT, open_engine
-from deployzoo.engines.build import build_engine, normalize_precision
+from deployzoo.engines import SHORT
+from deployzoo.run import build_matrix
 from deployzoo.engines.manifest import library_versions, now_iso
 from deployzoo.errors import DeployzooError
 
@@ -248,26 +248,22 @@ def main(argv=None) -> int:
     recs = {"pytorch eager": recognizer(runners["pytorch eager"], meta.get("preprocess", {}), meta.get("alphabet"))}
     width = int(meta.get("preprocess", {}).get("width", 100))
 
-    for spec in [s.strip() for s in a.engines.split(",") if s.strip()]:
-        backend, prec = spec.split(":")
-        name = f"{backend} {prec}"
-        row = {"engine": name, "backend": backend, "precision": prec}
+    pairs = [tuple(s.strip().split(":")) for s in a.engines.split(",") if s.strip()]
+    print(f"building {len(pairs)} engines (deployzoo.run.build_matrix, the engine matrix of deployzoo run) ...",
+          file=sys.stderr)
+    built = build_matrix("crnn", pairs, out_dir / "engines", checkpoint=ck, random_weights=a.random_weights,
+                         calib_data=calib, calib_count=a.calib_count, probe_count=a.probe_count, threads=a.threads,
+                         log=lambda m: print(m, file=sys.stderr))
+    for (backend, prec), eng in built.items():
+        name = f"{backend} {SHORT.get(prec, prec)}"
+        row = {"engine": name, "backend": backend, "precision": SHORT.get(prec, prec)}
         rows.append(row)
-        print(f"building {name} ...", file=sys.stderr)
-        t = time.perf_counter()
-        try:
-            p = build_engine("crnn", prec, backend, checkpoint=ck, random_weights=a.random_weights,
-                             calib_data=calib if normalize_precision(prec) == "qint8_mixed_float16" else None,
-                             calib_count=a.calib_count, probe_count=a.probe_count,
-                             out=out_dir / f"crnn-{backend}-{SHORT[normalize_precision(prec)]}", threads=a.threads)
-        except DeployzooError as e:
-            row["not_built"] = str(e)
-            print(f"  not built: {e}", file=sys.stderr)
+        if isinstance(eng, str):
+            row["not_built"] = eng.removeprefix("not built: ")
             continue
-        row["build_s"] = round(time.perf_counter() - t, 1)
-        eng = open_engine(p, threads=a.threads)
         m = eng.manifest
-        row["dir"] = str(p)
+        row["build_s"] = m.get("build_seconds")
+        row["dir"] = str(eng.path)
         row["size_mb"] = round(sum(f["bytes"] for f in m["files"].values()) / 2**20, 2)
         row["computes"] = computes(m)
         if m.get("quantization"):

@@ -2,7 +2,7 @@
 
     python bench/serve_load.py --engine eng/crnn_int8 [--data words_folder] [--threads 2] [--instances 1] \
         [--levels 1 4 16 64] [--images-per-request 1 8] [--window-s 5] [--soak-s 600] [--client threads|httpx] \
-        [--json out.json]
+        [--decode words|greedy] [--json out.json]
 
 The server runs in its own process on loopback; clients are threads in this process, each on its own keep-alive
 ``http.client`` connection sending multipart requests (``--client httpx``: asyncio tasks with httpx, heavier). Per level:
@@ -10,7 +10,8 @@ The server runs in its own process on loopback; clients are threads in this proc
 p50/p90/p95/p99 latency, average batch size (the server's inference / execution counters), rejected (503) and
 failed counts, and every answer checked against the same engine reading the image alone: lost and wrong counts.
 Beside it: the same engine in this process at batch 64 (images/s). The soak runs 32 one-image clients for
-``--soak-s`` seconds and reports RSS at its start and end.
+``--soak-s`` seconds and reports RSS at its start and end. ``--decode`` sets the CRNN decoding of both the server
+and the in-process reference (default ``words``, the server's default).
 """
 
 import argparse
@@ -238,6 +239,9 @@ def main() -> None:
     ap.add_argument("--client", choices=["threads", "httpx"], default="threads",
                     help="load generator: threads with http.client keep-alive connections (default), or asyncio + "
                          "httpx (heavier: at 64 connections it starved the server on 2 shared cores)")
+    ap.add_argument("--decode", choices=["words", "greedy"], default="words",
+                    help="CRNN decoding of the server and of the in-process reference (default: words, the default "
+                         "of deployzoo serve)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -246,7 +250,7 @@ def main() -> None:
     import deployzoo
 
     images = word_images(args.data, args.count)
-    rec = deployzoo.load("crnn", engine=args.engine, threads=args.threads, batch_size=64)
+    rec = deployzoo.load("crnn", engine=args.engine, threads=args.threads, batch_size=64, decode=args.decode)
     expected = [rec(img).text for img in images]  # each image alone
     xs = [rec.prepare(img) for img in images]
     rec.infer(xs)
@@ -261,7 +265,7 @@ def main() -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "deployzoo.cli", "serve", args.engine, "--port", str(port), "--threads",
            str(args.threads), "--instances", str(args.instances), "--max-batch-size", str(args.max_batch_size),
-           "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--max-queue-size", "100000"]
+           "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--max-queue-size", "100000", "--decode", args.decode]
     srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -295,7 +299,7 @@ def main() -> None:
         srv.wait(10)
 
     print(f"\nEngine {args.engine}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, client "
-          f"{args.client}, threads "
+          f"{args.client}, decoding {args.decode}, threads "
           f"{args.threads}, instances {args.instances}, max batch {args.max_batch_size}, delay "
           f"{args.max_queue_delay_ms} ms; in-process batch 64: {direct:.0f} images/s; server RSS at start "
           f"{rss0:.0f} MiB\n")
@@ -312,7 +316,8 @@ def main() -> None:
         print(f"\nsoak {args.soak_s:.0f} s at {args.soak_clients} clients: RSS {soak['rss_start_mib']:.0f} -> "
               f"{soak['rss_end_mib']:.0f} MiB ({growth:+.1f} %)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"direct_batch64_images_per_s": direct, "rss_start_mib": rss0,
+        Path(args.json).write_text(json.dumps({"decode": args.decode, "direct_batch64_images_per_s": direct,
+                                               "rss_start_mib": rss0,
                                                "levels": rows, "soak": soak}, indent=2, default=float))
 
 

@@ -35,18 +35,15 @@ import argparse
 import importlib.util
 import json
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from deployzoo.bench import _run_config, machine_info
-from deployzoo.engines import SHORT, open_engine
-from deployzoo.engines.build import build_engine, normalize_precision
+from deployzoo.bench import interleaved_rounds, machine_info
+from deployzoo.engines import SHORT
 from deployzoo.engines.manifest import library_versions, now_iso
-from deployzoo.errors import DeployzooError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -179,52 +176,21 @@ def parse_engines(spec: str) -> list[tuple[str, str]]:
 
 def build_all(model: str, ckpt: str, engines: list[tuple[str, str]], out_dir: Path, a, calib: Path,
               input_size: tuple[int, int] | None, tag: str, calib_count: int | None = None) -> dict:
-    """Build each engine; returns {name: engine or the reason it was not built}."""
-    built: dict = {}
+    """{"backend/precision": engine, or {"not_built": reason}} through ``deployzoo.run.build_matrix`` (the engine
+    matrix of ``deployzoo run``), with this bench's int8 budget, calibration method and input size."""
+    from deployzoo.run import build_matrix
+
     budget = ({"max_disagreement": a.int8_disagreement, "max_rel_l2": None} if a.int8_disagreement is not None
               else {"max_disagreement": None, "max_rel_l2": a.int8_rel_l2})
-    for backend, precision in engines:
-        name = f"{backend}/{precision}"
-        try:
-            name = f"{backend}/{SHORT[normalize_precision(precision)]}"
-            normalize_precision(precision, backend)
-        except DeployzooError as e:
-            built[name] = {"not_built": str(e).splitlines()[0]}
-            continue
-        t = time.perf_counter()
-        out = out_dir / "engines" / f"{model}_{tag}_{backend}_{SHORT[normalize_precision(precision)]}"
-        try:
-            if a.reuse and _same_source(out, ckpt):
-                print(f"[{model} {tag}] reusing {out}", file=sys.stderr, flush=True)
-                path = out
-            else:
-                print(f"[{model} {tag}] building {name} ...", file=sys.stderr, flush=True)
-                n = calib_count or a.calib_count
-                path = build_engine(model, precision, backend, checkpoint=ckpt, calib_data=calib, calib_count=n,
-                                    probe_count=max(2, min(a.probe_count, n // 2)), out=out, threads=a.threads,
-                                    progress=False, input_size=input_size, calib_method=a.calib_method, **budget)
-            eng = open_engine(path, expect_model=model, threads=a.threads)
-        except DeployzooError as e:  # the backend says why it cannot (e.g. no fp16 kernels on this CPU)
-            built[name] = {"not_built": str(e).splitlines()[0][:240]}
-            print(f"    not built: {built[name]['not_built']}", file=sys.stderr)
-            continue
-        built[name] = eng
-        q = eng.manifest.get("quantization") or {}
-        print(f"    built in {time.perf_counter() - t:.0f} s"
-              + (f"; int8 layers {len(q.get('quantized_nodes', []))}/{len(q.get('candidates', []))}" if q else ""),
-              file=sys.stderr, flush=True)
-    return built
-
-
-def _same_source(engine_dir: Path, ckpt: str) -> bool:
-    """An engine dir built earlier from these very weights (checked by the checkpoint's SHA-256)."""
-    from deployzoo.engines.manifest import sha256_file
-
-    try:
-        m = json.loads((engine_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return m.get("source", {}).get("checkpoint_sha256") == sha256_file(ckpt)
+    n = calib_count or a.calib_count
+    built = build_matrix(model, engines, out_dir / "engines" / f"{model}_{tag}", checkpoint=ckpt, calib_data=calib,
+                         threads=a.threads, reuse=a.reuse, log=lambda m: print(f"[{model} {tag}] {m.strip()}",
+                                                                              file=sys.stderr, flush=True),
+                         calib_count=n, probe_count=max(2, min(a.probe_count, n // 2)), input_size=input_size,
+                         calib_method=a.calib_method, **budget)
+    return {f"{backend}/{SHORT.get(prec, prec)}":
+            ({"not_built": eng.removeprefix("not built: ")} if isinstance(eng, str) else eng)
+            for (backend, prec), eng in built.items()}
 
 
 def describe(eng) -> dict:
@@ -241,16 +207,8 @@ def describe(eng) -> dict:
 
 
 def speed_rounds(runners: dict, x: np.ndarray, duration: float, rounds: int) -> dict:
-    per: dict[str, list[dict]] = {k: [] for k in runners}
-    for r in range(rounds):
-        for k, run in runners.items():
-            res = _run_config(run, lambda i, run=run: (lambda: run(x)), len(x), None, duration, 1)
-            per[k].append(res)
-            print(f"  round {r + 1}/{rounds} {k}: {res['throughput_images_per_s']:.2f} img/s, p50 "
-                  f"{res['latency_ms']['p50']:.0f} ms", file=sys.stderr, flush=True)
-    return {k: {"images_per_s": statistics.median(v["throughput_images_per_s"] for v in rs),
-                "images_per_s_rounds": [round(v["throughput_images_per_s"], 2) for v in rs],
-                "p50_ms": statistics.median(v["latency_ms"]["p50"] for v in rs)} for k, rs in per.items()}
+    return interleaved_rounds({k: (lambda run=run: run(x)) for k, run in runners.items()}, len(x), duration, rounds,
+                              warmup=1, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 # ------------------------------------------------------------------------------------------------- main

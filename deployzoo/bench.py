@@ -20,7 +20,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,13 +129,38 @@ class _Target:
         return runner, time.perf_counter() - t
 
     def input(self, batch: int, width: int | None) -> np.ndarray:
-        c, h, w = get_spec(self.model).input_shape
-        if get_spec(self.model).dynamic_width:
-            w = width or int(self.preprocess.get("width", w))
-        elif width:
-            w = width
-        rng = np.random.default_rng(0)
-        return rng.uniform(-1, 1, size=(batch, c, h, w)).astype(np.float32)
+        return bench_input(self.model, batch, self.preprocess, width)
+
+
+def bench_input(model: str, batch: int, preprocess: dict | None = None, width: int | None = None) -> np.ndarray:
+    """A seeded input batch of the model's shape (CRNN: the pre-processing's width unless ``width`` is given)."""
+    c, h, w = get_spec(model).input_shape
+    if get_spec(model).dynamic_width:
+        w = width or int((preprocess or {}).get("width", w))
+    elif width:
+        w = width
+    rng = np.random.default_rng(0)
+    return rng.uniform(-1, 1, size=(batch, c, h, w)).astype(np.float32)
+
+
+def interleaved_rounds(work: dict[str, Callable[[], object]], batch: int, duration: float, rounds: int,
+                       warmup: int = 2, log: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Time contenders side by side: ``rounds`` rounds, each contender ``duration`` seconds per round in turn
+    (A B C A B C ...), the median kept, so load from elsewhere on the machine hits every contender alike.
+    ``work[name]()`` runs one batch of ``batch`` images. Returns {name: images_per_s, images_per_s_rounds, p50_ms}."""
+    import statistics
+
+    per: dict[str, list[dict]] = {k: [] for k in work}
+    for r in range(rounds):
+        for k, fn in work.items():
+            res = _run_config(None, lambda i, fn=fn: fn, batch, None, duration, warmup)
+            per[k].append(res)
+            if log:
+                log(f"  round {r + 1}/{rounds} {k}: {res['throughput_images_per_s']:.1f} img/s, p50 "
+                    f"{res['latency_ms']['p50']:.1f} ms")
+    return {k: {"images_per_s": statistics.median(v["throughput_images_per_s"] for v in rs),
+                "images_per_s_rounds": [round(v["throughput_images_per_s"], 2) for v in rs],
+                "p50_ms": statistics.median(v["latency_ms"]["p50"] for v in rs)} for k, rs in per.items()}
 
 
 def _e2e_samples(data: str | os.PathLike, n: int) -> list:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,8 +49,7 @@ class FlowReport:
     export: dict = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the whole flow so far: data, export, builds, accuracy, speed
-    machine: str = field(default_factory=lambda: f"{platform.processor() or platform.machine()}, "
-                                                 f"{os.cpu_count()} cores")
+    machine: str = field(default_factory=lambda: _machine())
 
     def table(self) -> str:
         metric = METRIC_LABEL[get_spec(self.model).task]
@@ -61,6 +61,14 @@ class FlowReport:
     def wall_time(self) -> str:
         m, s = divmod(round(self.seconds), 60)
         return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def _machine() -> str:
+    """The CPU's model name and usable cores, as the bench scripts name them."""
+    from deployzoo.engines.manifest import host_info
+
+    info = host_info()
+    return f"{info.get('cpu') or platform.machine()}, {info.get('usable_cores') or os.cpu_count()} cores"
 
 
 def _pct(x: float | None) -> str:
@@ -75,10 +83,10 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
              data: str | None = None, random_weights: bool = False, precisions: list[str] | None = None,
              backends: list[str] | None = None, batch_size: int = 64, threads: int = 2, count: int = 500,
              calib_data: str | None = None, calib_count: int = 200, duration: float = 5.0, limit: int | None = None,
-             log=print) -> FlowReport:
-    from deployzoo.bench import benchmark
+             rounds: int = 3, log=print) -> FlowReport:
+    """The flow; ``duration``: seconds of timing per runner, split over ``rounds`` interleaved rounds."""
+    from deployzoo.bench import bench_input, interleaved_rounds
     from deployzoo.engines import resolve_runner
-    from deployzoo.engines.build import build_engine, normalize_precision
     from deployzoo.export import export_onnx
 
     spec = get_spec(model)
@@ -118,55 +126,102 @@ def run_flow(model: str = "crnn", out: str | os.PathLike = "runs/flow", checkpoi
         return _accuracy(model, r, data, batch_size, limit, m)
 
     acc, e2e = accuracy(runner, meta)
-    bench = benchmark(model, batch_size=batch_size, threads=threads, duration=duration, checkpoint=ckpt,
-                      random_weights=random_weights, progress=False, print_table=False)
-    rep.rows.append(Row(model, "force_float32", "pytorch", batch_size, acc, _tput(bench), _p50(bench), e2e,
-                        note="reference"))
+    ref = Row(model, "force_float32", "pytorch", batch_size, acc, None, None, e2e, note="reference")
+    rep.rows.append(ref)
     log(f"[3/5] pytorch fp32: accuracy {acc:.4f}")
-    for backend in backends or BACKENDS:
-        for precision in precisions or PRECISIONS:
-            try:
-                precision = normalize_precision(precision, backend)
-            except EngineError as e:
-                rep.rows.append(Row(model, precision, backend, batch_size, note=f"not built: {e}"))
-                continue
-            row = Row(model, precision, backend, batch_size)
-            rep.rows.append(row)
-            from deployzoo.engines.manifest import precision_advice
+    from deployzoo.engines.manifest import precision_advice
 
-            advice = precision_advice(precision, backend)
-            if advice:
-                log(f"      note: {advice}")
-                row.note = advice.split(":")[0]
-            try:
-                log(f"[4/5] build {backend} {precision}")
-                path = build_engine(model, precision, backend, checkpoint=ckpt, calib_data=calib_data,
-                                    calib_count=calib_count, out=out / "engines" / f"{backend}_{precision}",
-                                    random_weights=random_weights, threads=threads, progress=False)
-            except (EngineError, DeployzooError, ImportError) as e:
-                row.note = f"not built: {str(e).splitlines()[0][:140]}"
-                log(f"      {row.note}")
-                continue
-            except Exception as e:  # a runtime's own failure: recorded, the other engines still run
-                row.note = f"build failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-                log(f"      {row.note}")
-                continue
-            from deployzoo.engines import open_engine
-
-            row.engine = str(path)
-            try:
-                eng = open_engine(path, expect_model=model, threads=threads)
-                row.accuracy, row.e2e_images_per_s = accuracy(eng)
-                b = benchmark(str(path), batch_size=batch_size, threads=threads, duration=duration, progress=False,
-                              print_table=False)
-                row.images_per_s, row.p50_ms = _tput(b), _p50(b)
-                log(f"[5/5] {backend} {precision}: accuracy {row.accuracy:.4f}, {row.images_per_s:.1f} images/s")
-            except Exception as e:  # one engine failing must not lose the others' rows
-                row.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:140] if str(e) else ''}"
-                log(f"      {row.note}")
-            _write_report(rep, out, t0, threads)
+    pairs = [(b, p) for b in backends or BACKENDS for p in precisions or PRECISIONS]
+    log(f"[4/5] build {len(pairs)} engines, then their accuracy")
+    built = build_matrix(model, pairs, out / "engines", checkpoint=ckpt, random_weights=random_weights,
+                         calib_data=calib_data, calib_count=calib_count, threads=threads, log=log)
+    timed: dict[str, tuple[Row, object]] = {"pytorch force_float32": (ref, runner)}
+    for (backend, precision), eng in built.items():
+        row = Row(model, precision, backend, batch_size)
+        rep.rows.append(row)
+        advice = precision_advice(precision, backend) if precision in PRECISIONS else None
+        if advice:
+            log(f"      note: {advice}")
+            row.note = advice.split(":")[0]
+        if isinstance(eng, str):
+            row.note = eng
+            continue
+        row.engine = str(eng.path)
+        try:
+            row.accuracy, row.e2e_images_per_s = accuracy(eng)
+            timed[f"{backend} {precision}"] = (row, eng)
+            log(f"      {backend} {precision}: accuracy {row.accuracy:.4f}")
+        except Exception as e:  # one engine failing must not lose the others' rows
+            row.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:140] if str(e) else ''}"
+            log(f"      {row.note}")
+        _write_report(rep, out, t0, threads)
+    log(f"[5/5] speed: {len(timed)} runners side by side, {rounds} interleaved rounds")
+    x = bench_input(model, batch_size, meta.get("preprocess"))
+    tput = interleaved_rounds({k: (lambda r=r: r(x)) for k, (_, r) in timed.items()}, batch_size,
+                              max(duration / rounds, 0.5), rounds, log=log)
+    for k, (row, _) in timed.items():
+        row.images_per_s, row.p50_ms = tput[k]["images_per_s"], tput[k]["p50_ms"]
     _write_report(rep, out, t0, threads, final=True)
     return rep
+
+
+def build_matrix(model: str, pairs: Sequence[tuple[str, str]], out: str | os.PathLike, *,
+                 checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
+                 calib_data: str | os.PathLike | None = None, threads: int | None = 2, reuse: bool = False,
+                 log: Callable[[str], None] = print, **build_kw) -> dict[tuple[str, str], object]:
+    """The engine matrix: one engine per (backend, precision) under ``out/{backend}_{short precision}``, built (or,
+    with ``reuse``, opened there when its manifest names the same weights' SHA-256) and opened with ``threads``.
+    Used by ``deployzoo run``, bench/crnn_engines.py and bench/vision_engines.py.
+
+    Keys: (backend, precision as ``normalize_precision`` names it). Values: the opened ``Engine``, or one line
+    saying why it is missing (a precision the backend cannot build here, a build failure): one engine failing
+    never loses the others. ``calib_data`` goes to int8 builds only; ``build_kw`` to ``build_engine``."""
+    from deployzoo.engines import SHORT, open_engine
+    from deployzoo.engines.build import build_engine, normalize_backend, normalize_precision
+
+    out = Path(out)
+    built: dict[tuple[str, str], object] = {}
+    for backend, precision in pairs:
+        try:
+            backend = normalize_backend(backend)
+            precision = normalize_precision(precision, backend)
+        except EngineError as e:
+            built[(backend, precision)] = f"not built: {str(e).splitlines()[0]}"
+            continue
+        path = out / f"{backend}_{SHORT[precision]}"
+        try:
+            if reuse and _same_source(path, checkpoint):
+                log(f"      reusing {path}")
+            else:
+                t = time.perf_counter()
+                path = build_engine(model, precision, backend, checkpoint=checkpoint, random_weights=random_weights,
+                                    calib_data=calib_data if precision == "qint8_mixed_float16" else None,
+                                    out=path, threads=threads, progress=False, **build_kw)
+                log(f"      built {backend} {precision} in {time.perf_counter() - t:.0f} s")
+            built[(backend, precision)] = open_engine(path, expect_model=model, threads=threads)
+        except (EngineError, DeployzooError, ImportError) as e:
+            built[(backend, precision)] = f"not built: {str(e).splitlines()[0][:200]}"
+        except Exception as e:  # a runtime's own failure: recorded, the other engines still build
+            built[(backend, precision)] = (f"build failed: {type(e).__name__}: "
+                                           f"{str(e).splitlines()[0][:160] if str(e) else ''}")
+        if isinstance(built[(backend, precision)], str):
+            log(f"      {backend} {precision}: {built[(backend, precision)]}")
+    return built
+
+
+def _same_source(engine_dir: Path, checkpoint) -> bool:
+    """An engine dir built earlier from these very weights (the checkpoint's SHA-256 in its manifest)."""
+    import json
+
+    from deployzoo.engines.manifest import sha256_file
+
+    if checkpoint is None:
+        return False
+    try:
+        m = json.loads((engine_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("source", {}).get("checkpoint_sha256") == sha256_file(checkpoint)
 
 
 def _write_report(rep: FlowReport, out: Path, t0: float, threads: int, final: bool = False) -> None:
@@ -185,14 +240,6 @@ def _write_report(rep: FlowReport, out: Path, t0: float, threads: int, final: bo
         text += ("\n![accuracy vs images/s, one marker per engine](report.png)\n" if png else
                  f"\nNo plot: {PLOT_HINT}.\n")
     write_text(out / "report.md", text)
-
-
-def _tput(b: dict) -> float | None:
-    return (b.get("results") or [{}])[0].get("throughput_images_per_s")
-
-
-def _p50(b: dict) -> float | None:
-    return ((b.get("results") or [{}])[0].get("latency_ms") or {}).get("p50")
 
 
 def _accuracy(model: str, runner, data: str, batch_size: int, limit: int | None,

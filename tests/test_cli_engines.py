@@ -52,6 +52,25 @@ def test_one_evaluation_entry_point_behind_eval_and_run(ort_engine, word_folder,
         evaluate("volo_d2", eng, [word_folder, word_folder])
 
 
+def test_engine_matrix_builds_notes_and_reuses(tmp_path, crnn_seeded_ckpt):
+    from deployzoo.engines import Engine
+    from deployzoo.run import build_matrix
+
+    logs: list[str] = []
+    pairs = [("onnxruntime", "fp32"), ("onnxruntime", "bf16"), ("tensorrt", "fp32")]
+    built = build_matrix("crnn", pairs, tmp_path, checkpoint=crnn_seeded_ckpt, threads=1, log=logs.append)
+    assert isinstance(built[("onnxruntime", "force_float32")], Engine)
+    assert built[("onnxruntime", "force_float32")].path == tmp_path / "onnxruntime_fp32"
+    assert built[("onnxruntime", "bf16")].startswith("not built: backend onnxruntime does not build force_bfloat16")
+    assert built[("tensorrt", "fp32")].startswith("not built: unknown backend 'tensorrt'")
+    manifest = tmp_path / "onnxruntime_fp32" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    again = build_matrix("crnn", pairs[:1], tmp_path, checkpoint=crnn_seeded_ckpt, threads=1, reuse=True,
+                         log=logs.append)
+    assert isinstance(again[("onnxruntime", "force_float32")], Engine) and manifest.stat().st_mtime_ns == stamp
+    assert any("reusing" in m for m in logs)
+
+
 def test_recognize_and_python_api_with_engine(ort_engine, word_folder, crnn_seeded_ckpt, capsys):
     img = word_folder / "img" / "0.png"
     assert main(["recognize", str(img), "--engine", str(ort_engine), "--json"]) == 0
