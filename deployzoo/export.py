@@ -107,22 +107,9 @@ def preprocess_params(model: str, meta: dict, input_size: Sequence[int] | None =
 
         return {"preprocess": CrnnPreprocess.from_dict(meta.get("preprocess", {})).to_dict(),
                 "alphabet": meta.get("alphabet", ALPHABET)}
-    if model == "volo_d2":
-        from deployzoo.models import volo
+    from deployzoo.specs import get_spec
 
-        return {"preprocess": {"function": "deployzoo.process.vision.volo_preprocess", "input_size": volo.INPUT_SIZE,
-                               "crop_pct": volo.CROP_PCT, "resize_short_side": volo.RESIZE_SHORT_SIDE,
-                               "interpolation": volo.INTERPOLATION, "mean": list(volo.IMAGENET_MEAN),
-                               "std": list(volo.IMAGENET_STD), "color": "RGB"}}
-    if model == "ocrnet_hr18":
-        from deployzoo.models import ocrnet
-
-        return {"preprocess": {"function": "deployzoo.process.vision.ocrnet_preprocess",
-                               "scale_wh": [int(input_size[1]), int(input_size[0])] if input_size
-                               else list(ocrnet.TEST_SCALE_WH), "keep_ratio": ocrnet.TEST_KEEP_RATIO,
-                               "mean": list(ocrnet.PIXEL_MEAN_RGB), "std": list(ocrnet.PIXEL_STD_RGB), "color": "RGB",
-                               "output_stride": ocrnet.OUTPUT_STRIDE}}
-    return {"preprocess": {}}
+    return {"preprocess": get_spec(model).preprocess_params(input_size)}
 
 
 def checkpoint_sha256(meta: dict) -> str | None:
@@ -251,13 +238,14 @@ def parity_inputs(model: str, meta: dict, data: str | os.PathLike | None = None,
                 out.append((f"seeded b{bb} w{w}", _seeded((bb, 1, 32, w), seed + 10 * b + w)))
         out.append(("real " + (Path(data).name if data else "natural-photo strips"),
                     _real_crnn_batch(meta, data, fixed or 8)))
-    elif model == "volo_d2":
-        out.append((f"seeded b{fixed or 2}", _seeded((fixed or 2, 3, 224, 224), seed)))
-        out.append(("real natural photos", _real_vision_batch(model, fixed or 2)))
-    elif model == "ocrnet_hr18":
-        h, w = (spec or {}).get("shape", [0, 3, 1024, 2048])[2:]
-        out.append((f"seeded b{fixed or 1}", _seeded((fixed or 1, 3, h, w), seed)))
-        out.append(("real natural photo", _real_vision_batch(model, fixed or 1, (h, w))))
+    else:
+        from deployzoo.specs import get_spec
+
+        ms = get_spec(model)
+        h, w = (spec or {}).get("shape", [0, *ms.input_shape])[2:]
+        b = fixed or ms.parity_batch
+        out.append((f"seeded b{b}", _seeded((b, ms.input_shape[0], h, w), seed)))
+        out.append(("real natural photo" + ("s" if b > 1 else ""), _real_vision_batch(model, b, (h, w))))
     return out
 
 

@@ -6,7 +6,7 @@ Models are imported lazily so ``deployzoo models`` and the CLI start fast.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +30,13 @@ class ModelSpec:
     checkpoint_hint: str  # where users get weights
     published: str  # the published accuracy anchor
     default_checkpoint: Callable[[], Path | None] = field(default=lambda: None)
+    default_engine: Callable[[], Path | None] = field(default=lambda: None)  # shipped engine, used without torch
+    # vision models: how images become inputs (export parity, calibration, the manifest), without model-name branches
+    preprocess_fn: str = ""  # function of deployzoo.process.vision: uint8 RGB -> float32 (3, H, W)
+    resize_to_input: bool = False  # images resized to the engine's H x W before preprocess_fn(rgb, None) (OCRNet)
+    read_image: Callable[[Path], Any] | None = None  # how evaluation reads an image file (None: RGB load_image)
+    parity_batch: int = 1  # batch of the export parity inputs
+    preprocess_params: Callable[[Sequence[int] | None], dict] = field(default=lambda size: {})  # for the manifest
 
     def resolve_checkpoint(self, checkpoint: str | os.PathLike | None) -> Path:
         """The given checkpoint, or the shipped default, or a CheckpointError saying where to get one."""
@@ -101,6 +108,7 @@ SPECS: dict[str, ModelSpec] = {
         checkpoint_hint="train one with `deployzoo train crnn`, or use meijieru/crnn.pytorch's crnn.pth",
         published="IIIT5K 81.2, SVT 82.7, IC03 91.9, IC13 89.6 (Shi et al., TPAMI)",
         default_checkpoint=lambda: _shipped(CRNN_WEIGHTS),
+        default_engine=lambda: shipped_engine(),
     ),
     "volo_d2": ModelSpec(
         name="volo_d2",
@@ -114,6 +122,10 @@ SPECS: dict[str, ModelSpec] = {
         checkpoint_hint="download d2_224_85.2.pth.tar from https://github.com/sail-sg/volo/releases/download/volo_1/"
         "d2_224_85.2.pth.tar",
         published="top-1 85.2 / top-5 97.2 (sail-sg/volo)",
+        preprocess_fn="volo_preprocess",
+        read_image=lambda f: _read_imagenet(f),
+        parity_batch=2,
+        preprocess_params=lambda size: _lazy("volo", "preprocess_params")(),
     ),
     "ocrnet_hr18": ModelSpec(
         name="ocrnet_hr18",
@@ -127,8 +139,18 @@ SPECS: dict[str, ModelSpec] = {
         checkpoint_hint="download https://download.openmmlab.com/mmsegmentation/v0.5/ocrnet/"
         "ocrnet_hr18_512x1024_160k_cityscapes/ocrnet_hr18_512x1024_160k_cityscapes_20200602_191001-b9172d0c.pth",
         published="mIoU 79.47 single scale (mmsegmentation)",
+        preprocess_fn="ocrnet_preprocess",
+        resize_to_input=True,
+        preprocess_params=lambda size: _lazy("ocrnet", "preprocess_params")(size),
     ),
 }
+
+
+def _read_imagenet(path: Path):
+    """Read as the ImageNet evaluation reads (timm's loader, no EXIF rotation), so calibration sees the same inputs."""
+    from deployzoo.data.imagenet import read_rgb
+
+    return read_rgb(path, str(path))
 
 
 def _no_meta(loader, model, path) -> dict:

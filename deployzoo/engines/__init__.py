@@ -73,12 +73,10 @@ def resolve_runner(model: str, checkpoint=None, engine=None, random_weights: boo
     spec = get_spec(model)
     if sum(x is not None and x is not False for x in (checkpoint, engine, random_weights)) > 1:
         raise DeployzooError("give one of --engine, --checkpoint or --random-weights, not both")
-    if engine is None and checkpoint is None and not random_weights and model == "crnn" and not _has_torch():
-        from deployzoo.specs import shipped_engine
-
-        engine = shipped_engine()  # no torch: the shipped ONNX Runtime engine of the same weights
-        if engine is None:
-            raise DeployzooError("the shipped CRNN weights need torch (pip install 'deployzoo[torch]'), and the "
+    if engine is None and checkpoint is None and not random_weights and not _has_torch():
+        engine = spec.default_engine()  # no torch: the shipped ONNX Runtime engine of the shipped weights
+        if engine is None and spec.default_checkpoint() is not None:
+            raise DeployzooError(f"the shipped {model} weights need torch (pip install 'deployzoo[torch]'), and the "
                                  "shipped engine is missing from this install; pass --engine DIR")
     if engine is not None:
         eng = open_engine(engine, expect_model=model, threads=threads)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.errors import DatasetError, DeployzooError, EngineError
-from deployzoo.specs import is_text
+from deployzoo.specs import get_spec, is_text
 
 #: default number of calibration images, and of held-out images used to measure quantisation error (CRNN word
 #: images are small and labelled, so more of them make the accuracy budget measurable to a fraction of a point)
@@ -73,25 +73,24 @@ def vision_preprocess(model: str, hw: Sequence[int] | None = None) -> Callable[[
     except ImportError as e:  # pragma: no cover - the module ships with the package
         raise EngineError(f"calibration for {model}: deployzoo.process.vision is not available ({e}); "
                           "pass preprocess=<uint8 RGB (H, W, 3) -> float32 (3, H, W)> to build_engine") from None
-    fn = {"volo_d2": "volo_preprocess", "ocrnet_hr18": "ocrnet_preprocess"}[model]
-    if not hasattr(vision, fn):  # pragma: no cover
-        raise EngineError(f"calibration for {model}: TODO deployzoo.process.vision.{fn} does not exist yet; "
-                          "pass preprocess=... to build_engine")
-    if model == "ocrnet_hr18":
+    spec = get_spec(model)
+    fn = getattr(vision, spec.preprocess_fn, None) if spec.preprocess_fn else None
+    if fn is None:
+        raise EngineError(f"calibration for {model}: no vision pre-processing registered (ModelSpec.preprocess_fn "
+                          "names a function of deployzoo.process.vision); pass preprocess=... to build_engine")
+    if spec.resize_to_input:
         import cv2
 
-        from deployzoo.specs import get_spec
-
-        h, w = hw or get_spec(model).input_shape[1:]
+        h, w = hw or spec.input_shape[1:]
 
         def fixed_size(rgb: np.ndarray) -> np.ndarray:
             """The engine's fixed H x W (Cityscapes frames already are: then this is the exact test pipeline)."""
             if rgb.shape[:2] != (h, w):
                 rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-            return vision.ocrnet_preprocess(rgb, None)
+            return fn(rgb, None)
 
         return fixed_size
-    return getattr(vision, fn)
+    return fn
 
 
 def sample_items(model: str, data, n: int, meta: dict, preprocess: Callable | None = None,
@@ -108,14 +107,7 @@ def sample_items(model: str, data, n: int, meta: dict, preprocess: Callable | No
     from deployzoo.process.image import load_image
 
     fn = preprocess or vision_preprocess(model, hw)
-    if model == "volo_d2":  # read as the ImageNet eval reads (timm's loader, no EXIF rotation): same inputs
-        from deployzoo.data.imagenet import read_rgb
-
-        def read(f: Path) -> np.ndarray:
-            return read_rgb(f, str(f))
-    else:
-        def read(f: Path) -> np.ndarray:
-            return load_image(f, "RGB")
+    read = get_spec(model).read_image or (lambda f: load_image(f, "RGB"))  # as the model's evaluation reads
     files = image_files(data)
     out = []
     for i in spread(len(files), min(len(files), n + skip)):

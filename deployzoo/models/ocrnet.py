@@ -463,6 +463,15 @@ def ocrnet_hr18(num_classes: int = NUM_CLASSES) -> OCRNetHR18:
     return OCRNetHR18(num_classes).eval()
 
 
+def preprocess_params(input_size=None) -> dict:
+    """The pre-processing an engine's manifest records (``ModelSpec.preprocess_params``): the test Resize box is the
+    engine's (W, H) when it was built at another ``input_size`` (H, W)."""
+    return {"function": "deployzoo.process.vision.ocrnet_preprocess",
+            "scale_wh": [int(input_size[1]), int(input_size[0])] if input_size else list(TEST_SCALE_WH),
+            "keep_ratio": TEST_KEEP_RATIO, "mean": list(PIXEL_MEAN_RGB), "std": list(PIXEL_STD_RGB), "color": "RGB",
+            "output_stride": OUTPUT_STRIDE}
+
+
 def load_ocrnet_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load an mmseg checkpoint (``{'meta', 'state_dict'}``) or a plain state dict into ``model``, strictly.
 

@@ -479,6 +479,13 @@ def volo_d2(num_classes: int = NUM_CLASSES) -> VOLO:
     )
 
 
+def preprocess_params() -> dict:
+    """The pre-processing an engine's manifest records (``ModelSpec.preprocess_params``)."""
+    return {"function": "deployzoo.process.vision.volo_preprocess", "input_size": INPUT_SIZE, "crop_pct": CROP_PCT,
+            "resize_short_side": RESIZE_SHORT_SIDE, "interpolation": INTERPOLATION, "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD), "color": "RGB"}
+
+
 def load_volo_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a VOLO checkpoint strictly into ``model`` and return it.
 
