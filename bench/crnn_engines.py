@@ -89,13 +89,10 @@ def synthetic_calibration(out_dir: Path, count: int) -> Path:
 # ----------------------------------------------------------------------------------------------- eval
 
 def recognizer(runner, preprocess: dict, alphabet: str | None):
-    from deployzoo.process.crnn import CrnnPreprocess
-    from deployzoo.process.text import ALPHABET
+    """Greedy decoding: this bench measures what each engine does to the network's own reading."""
     from deployzoo.predict import Recognizer
 
-    from deployzoo.process.ctc import Greedy
-
-    return Recognizer(runner, CrnnPreprocess.from_dict(preprocess), alphabet or ALPHABET, Greedy(alphabet or ALPHABET))
+    return Recognizer.from_runner(runner, {"preprocess": preprocess, "alphabet": alphabet}, decode="greedy")
 
 
 def evaluate(runner, preprocess: dict, alphabet: str | None, data: list[str], batch: int) -> dict:

@@ -259,11 +259,9 @@ def benchmark(target: str | os.PathLike, batch_size: int | Sequence[int] = 1,
             runner, create_s = tgt.open(t)
             rec = None
             if mode == "e2e":
-                from deployzoo.process.crnn import CrnnPreprocess
-                from deployzoo.process.text import ALPHABET
                 from deployzoo.predict import Recognizer
 
-                rec = Recognizer(runner, CrnnPreprocess.from_dict(tgt.preprocess), tgt.alphabet or ALPHABET)
+                rec = Recognizer.from_runner(runner, {"preprocess": tgt.preprocess, "alphabet": tgt.alphabet})
             for b in batches:
                 if rec is not None:
                     rec.batch_size = b

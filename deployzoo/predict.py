@@ -307,26 +307,33 @@ class Recognizer:
         from deployzoo.engines import resolve_runner
 
         runner, meta = resolve_runner("crnn", checkpoint, engine, random_weights, threads)
-        cfg = CrnnPreprocess.from_dict(meta.get("preprocess") or {})
-        alphabet = meta.get("alphabet") or ALPHABET
-        rec = cls(runner, cfg, alphabet, make_decoder(decode, lexicon, alphabet), batch_size, source=meta["source"])
-        rec.random_weights = meta["random_weights"]
-        return rec
+        return cls.from_runner(runner, meta, decode, lexicon, batch_size)
 
     from_checkpoint = from_weights
+
+    @classmethod
+    def from_runner(cls, runner, meta: dict, decode: str = "words", lexicon: str | os.PathLike | None = None,
+                    batch_size: int = 32) -> "Recognizer":
+        """Over any runner with the metadata ``resolve_runner`` / ``engine_meta`` give (pre-processing, alphabet,
+        source): the one place a Recognizer is made from weights' metadata."""
+        alphabet = meta.get("alphabet") or ALPHABET
+        rec = cls(runner, CrnnPreprocess.from_dict(meta.get("preprocess") or {}), alphabet,
+                  make_decoder(decode, lexicon, alphabet), batch_size, source=meta.get("source", ""))
+        rec.random_weights = bool(meta.get("random_weights"))
+        return rec
 
     @classmethod
     def from_engine(cls, engine, lexicon: str | os.PathLike | None = None, batch_size: int = 32,
                     decode: str = "words") -> "Recognizer":
         """Over a loaded CRNN ``Engine`` (``deployzoo.engines.open_engine``), with its pre-processing and
         alphabet."""
+        from deployzoo.engines import engine_meta
         from deployzoo.specs import is_text
 
         if not is_text(engine.model):
             raise DeployzooError(f"engine {engine.path}: built for '{engine.model}', not a word recogniser")
-        alphabet = engine.alphabet or ALPHABET
-        return cls(engine, CrnnPreprocess.from_dict(engine.preprocess), alphabet,
-                   make_decoder(decode, lexicon, alphabet), batch_size, source=str(engine.path))
+        return cls.from_runner(engine, {**engine_meta(engine), "source": str(engine.path)}, decode, lexicon,
+                               batch_size)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Decoded | list[Decoded]:
         if isinstance(images, (list, tuple)):

@@ -342,9 +342,12 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         from deployzoo.evaluation.words import evaluate_words
         from deployzoo.predict import Recognizer
+        from deployzoo.process.ctc import Greedy
 
         self.model.eval()
-        rec = Recognizer(_DeviceRunner(self.model, self.device, self.amp_dtype), self.pre, batch_size=256)
+        # greedy: model selection measures the network itself, not the word prior read on top of it
+        rec = Recognizer(_DeviceRunner(self.model, self.device, self.amp_dtype), self.pre,
+                         decoder=Greedy(), batch_size=256)
         res: dict[str, float] = {}
         if self.cfg.val_synth:
             res["synth"] = self._val_synth(rec)

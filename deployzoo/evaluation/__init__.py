@@ -109,13 +109,8 @@ def evaluate(model: str, runner, data: str | os.PathLike | Sequence[str | os.Pat
     if task == "text":
         from deployzoo.evaluation.words import evaluate_words
         from deployzoo.predict import Recognizer
-        from deployzoo.process.crnn import CrnnPreprocess
-        from deployzoo.process.ctc import make_decoder
-        from deployzoo.process.text import ALPHABET
 
-        alphabet = meta.get("alphabet") or ALPHABET
-        rec = Recognizer(runner, CrnnPreprocess.from_dict(meta.get("preprocess") or {}), alphabet,
-                         make_decoder(decode, lexicon, alphabet), batch, source=ev.source)
+        rec = Recognizer.from_runner(runner, {**meta, "source": ev.source}, decode, lexicon, batch)
         ev.decoding, ev.lexicon = rec.decoder.name, str(lexicon) if lexicon else None
         ev.results = [evaluate_words(rec, d, batch_size=batch, workers=workers, progress=progress, model=model,
                                      limit=limit) for d in sets]
