@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from deployzoo.errors import DeployzooError
-from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, output_length, pad_batch, preprocess
+from deployzoo.process.crnn import (TALL, CrnnPreprocess, batches_by_width, output_length, pad_batch, preprocess,
+                                    views)
 from deployzoo.process.ctc import Decoded, make_decoder
 from deployzoo.process.image import ImageLike, describe, load_image, prepare_each
 from deployzoo.process.text import ALPHABET
@@ -296,6 +297,7 @@ class Recognizer:
         self.decoder = decoder if decoder is not None else make_decoder("words", alphabet=alphabet)
         self.batch_size = batch_size
         self.source = source
+        self.tall: float | None = TALL  # crops taller than this x their width are also read turned (None: never)
 
     @classmethod
     def from_weights(cls, checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
@@ -341,22 +343,30 @@ class Recognizer:
         return self.recognize([images], raise_errors=True)[0]
 
     def recognize(self, images: list[ImageLike], raise_errors: bool = False) -> list[Decoded]:
-        out, ready = prepare_each(images, self.prepare, lambda e: Decoded("", 0.0, [], error=e), raise_errors)
+        out, ready = prepare_each(images, self.prepare_views, lambda e: Decoded("", 0.0, [], error=e), raise_errors)
         for i, res in zip([i for i, _ in ready], self.infer([x for _, x in ready])):
             out[i] = res
         return out  # type: ignore[return-value]
 
     def prepare(self, item: ImageLike, name: str | None = None) -> np.ndarray:
-        """One image -> float32 (1, 32, w), ready for ``infer``."""
+        """One image -> float32 (1, 32, w), upright only."""
         return preprocess(load_image(item, "L", name=name or describe(item)), self.cfg)
 
-    def infer(self, xs: list[np.ndarray]) -> list[Decoded]:
-        """Pre-processed inputs (1, 32, w_i) -> Decoded, in input order. Batches group images of similar width."""
-        out: list[Decoded | None] = [None] * len(xs)
-        for chunk in batches_by_width(range(len(xs)), lambda i: xs[i].shape[-1], self.batch_size, pool_batches=1 << 30):
-            for i, d in zip(chunk, self.infer_batch([xs[i] for i in chunk])):
-                out[i] = d
-        return out  # type: ignore[return-value]
+    def prepare_views(self, item: ImageLike, name: str | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
+        """One image -> what ``infer`` reads: (1, 32, w), or for a tall crop a tuple of it upright and turned a
+        quarter both ways (``process.crnn.views``; ``self.tall = None`` turns that off)."""
+        return views(load_image(item, "L", name=name or describe(item)), self.cfg, self.tall)
+
+    def infer(self, xs: list[np.ndarray | tuple[np.ndarray, ...]]) -> list[Decoded]:
+        """Pre-processed inputs (``prepare`` or ``prepare_views``) -> Decoded, in input order. Batches group inputs
+        of one width bucket; a tuple of views gives the reading ``pick_view`` prefers."""
+        flat = [(i, k, x) for i, v in enumerate(xs) for k, x in enumerate(v if isinstance(v, tuple) else (v,))]
+        reads: list[dict[int, Decoded]] = [{} for _ in xs]
+        for chunk in batches_by_width(flat, lambda it: it[2].shape[-1], self.batch_size, pool_batches=1 << 30,
+                                      bucket_of=self.cfg.padded_width):
+            for (i, k, _), d in zip(chunk, self.infer_batch([x for _, _, x in chunk])):
+                reads[i][k] = d
+        return [pick_view([r[k] for k in sorted(r)]) for r in reads]
 
     def infer_batch(self, xs: list[np.ndarray]) -> list[Decoded]:
         """One batch: pad to a common width, run, decode only each image's own frames."""
@@ -364,6 +374,17 @@ class Recognizer:
         logits = self.runner(x)  # (T, B, C)
         lengths = [min(output_length(int(w)), logits.shape[0]) for w in widths]
         return self.decoder.decode_batch(logits, lengths)
+
+
+def pick_view(reads: list[Decoded]) -> Decoded:
+    """The reading of a crop read in several views (upright first, then turned; ``process.crnn.views``): a turned
+    reading of at least 2 characters replaces the upright one when it is more confident. One character or none
+    reads about the same either way up, so it never turns a crop (a tall '4' stays '4')."""
+    best, score = reads[0], reads[0].confidence if reads[0].text else 0.0  # an empty upright reading yields
+    for d in reads[1:]:
+        if len(d.text) >= 2 and d.confidence > score:
+            best, score = d, d.confidence
+    return best
 
 
 def load(model: str = "crnn", checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,

@@ -91,11 +91,11 @@ class TextTask(Task):
     route = "recognize"
 
     def prepare(self, data, name):
-        x = self.predictor.prepare(data, name)
-        return self.predictor.cfg.padded_width(x.shape[-1]), x
+        x = self.predictor.prepare_views(data, name)  # a tall crop: a tuple of views, batched apart
+        return ("views" if isinstance(x, tuple) else self.predictor.cfg.padded_width(x.shape[-1])), x
 
     def infer(self, payloads):
-        return self.predictor.infer_batch(payloads)
+        return self.predictor.infer(payloads)
 
     def to_json(self, r):
         return {"text": r.text, "confidence": round(float(r.confidence), 6)}

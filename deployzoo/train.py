@@ -156,10 +156,18 @@ class StepSampler(Sampler):
 
 def collate(items, cfg: CrnnPreprocess, groups: int = 1):
     """Samples -> (x, targets, input_lengths, target_lengths); with ``groups`` > 1 (keep-ratio), a list of such
-    tuples, the batch sorted by width and cut into that many groups, each padded to its own widest image."""
+    tuples, the batch sorted by width and cut into that many groups, each padded to its own widest image;
+    ``groups`` == 0 (keep-ratio): one group per width bucket, so each image is padded exactly as inference pads
+    it (``batches_by_width(..., bucket_of=padded_width)``)."""
     items = [it for it in items if it is not None]
     if not items:
         return None
+    if groups == 0 and cfg.keep_ratio:
+        by_bucket: dict[int, list] = {}
+        for it in sorted(items, key=lambda it: it[0].shape[-1]):
+            by_bucket.setdefault(cfg.padded_width(it[0].shape[-1]), []).append(it)
+        parts = [collate(group, cfg) for group in by_bucket.values()]
+        return parts if len(parts) > 1 else parts[0]
     if groups > 1 and cfg.keep_ratio and len(items) >= 2 * groups:
         items.sort(key=lambda it: it[0].shape[-1])
         size = -(-len(items) // groups)

@@ -30,9 +30,11 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16
     channels_last: bool = True  # NHWC convolutions (CPU: 1.37x images/s with bf16, bench/train_throughput.py)
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
-    width_groups: int = 4  # keep-ratio: each batch runs as this many width-sorted groups (less padding)
+    width_groups: int = 4  # keep-ratio: each batch runs as this many width-sorted groups (less padding); 0: one per
+    # width bucket, padded exactly as inference pads (slower, small groups)
     keep_ratio: bool = False  # False: 100x32 as the seeds
     max_width: int = 256
+    bucket: int = 16  # keep-ratio: inputs are padded to a multiple of this width (stored with the weights)
     augment: float = 1.0  # augmentation strength; 0 turns it off
     workers: int = -1  # DataLoader workers; -1 = all cores but one (at most 16)
     seed: int = 0
@@ -47,4 +49,4 @@ class TrainConfig:
     progress: bool = True
 
     def preprocess(self) -> CrnnPreprocess:
-        return CrnnPreprocess(keep_ratio=self.keep_ratio, max_width=self.max_width)
+        return CrnnPreprocess(keep_ratio=self.keep_ratio, max_width=self.max_width, bucket=self.bucket)

@@ -192,3 +192,51 @@ def test_lexicon_file_and_empty_lexicon(tmp_path):
 
     with pytest.raises(DatasetError, match="empty"):
         Lexicon.from_file(tmp_path / "empty.txt")
+
+
+def test_batches_never_mix_width_buckets_when_asked():
+    cfg = CrnnPreprocess(keep_ratio=True)
+    widths = [20, 30, 33, 47, 48, 49, 120]
+    batches = list(batches_by_width(widths, lambda w: w, 64, bucket_of=cfg.padded_width))
+    assert batches == [[20, 30], [33, 47, 48], [49], [120]]
+    assert list(batches_by_width(widths, lambda w: w, 2, bucket_of=cfg.padded_width))[1:3] == [[33, 47], [48]]
+
+
+def test_keep_ratio_reading_does_not_depend_on_batch_neighbours():
+    """The backward LSTM reads the padding: a word must be padded to its own bucket whatever else is batched."""
+    from deployzoo.engines import EagerRunner
+    from deployzoo.models.crnn import crnn
+    from deployzoo.predict import Recognizer
+    from deployzoo.process.ctc import Greedy
+
+    torch.manual_seed(0)
+    rec = Recognizer(EagerRunner(crnn().eval()), CrnnPreprocess(keep_ratio=True), decoder=Greedy())
+    short, long = np.asarray(word_image("cat")), np.asarray(word_image("a much longer line of words"))
+    alone = rec.recognize([short])[0]
+    together = rec.recognize([short, long])[0]
+    assert (together.text, together.confidence) == (alone.text, alone.confidence)
+
+
+def test_tall_crops_are_also_read_turned_a_quarter_both_ways():
+    from deployzoo.process.crnn import view_width, views
+
+    cfg = CrnnPreprocess()
+    wide = np.asarray(word_image("exit"))
+    assert isinstance(views(wide, cfg), np.ndarray)
+    tall = np.ascontiguousarray(np.rot90(wide))  # text turned counter-clockwise: turning it clockwise restores it
+    up, cw, ccw = views(tall, cfg)
+    assert np.array_equal(cw, preprocess(wide, cfg))
+    assert np.array_equal(ccw, preprocess(np.ascontiguousarray(np.rot90(wide, 2)), cfg))
+    assert view_width((up, cw, ccw)) == 100
+    assert isinstance(views(tall, cfg, tall=None), np.ndarray)
+
+
+def test_pick_view_turns_a_crop_only_for_a_more_confident_word():
+    from deployzoo.predict import pick_view
+    from deployzoo.process.ctc import Decoded
+
+    up, turned = Decoded("to", 0.03), Decoded("mentos", 0.78)
+    assert pick_view([up, Decoded("saw", 0.0), turned]) is turned
+    assert pick_view([Decoded("", 0.9), turned]) is turned  # an empty upright reading never wins
+    assert pick_view([Decoded("3", 0.9), Decoded("", 0.98), Decoded("e", 0.99)]).text == "3"  # 1 char never turns
+    assert pick_view([Decoded("exit", 0.9), Decoded("tixe", 0.5)]).text == "exit"

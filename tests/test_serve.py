@@ -64,7 +64,8 @@ def engine(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def images() -> list[bytes]:
-    return [png_bytes(word_image(w if i % 2 else w.upper(), size=22 + (i % 4) * 5)) for i, w in enumerate(WORDS)]
+    return [png_bytes(word_image(w if i % 2 else w.upper(), size=22 + (i % 4) * 5)) for i, w in enumerate(WORDS)] + [
+        png_bytes(word_image("station").rotate(90, expand=True))]  # vertical text: read turned, batched apart
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,7 @@ def test_multipart_upload_of_several_images_reads_each_as_alone(server, images, 
     assert [x["text"] for x in res] == alone
     assert all(x["error"] is None and 0 <= x["confidence"] <= 1 for x in res)
     assert sum(t == w for t, w in zip(alone, WORDS)) >= 12  # the shipped weights read these clean words
+    assert alone[-1] == "station"
 
 
 def test_base64_json_and_bad_images_among_good_ones(server, images, alone):

@@ -152,7 +152,8 @@ def make_batches(model: str, items: list[np.ndarray], batch_size: int, meta: dic
     out = []
     if is_text(model):
         cfg = CrnnPreprocess.from_dict(meta.get("preprocess", {}))
-        for idx in batches_by_width(range(len(items)), lambda i: items[i].shape[-1], bs, pool_batches=1 << 30):
+        for idx in batches_by_width(range(len(items)), lambda i: items[i].shape[-1], bs, pool_batches=1 << 30,
+                                    bucket_of=cfg.padded_width):
             n = len(idx)
             chunk = [items[i] for i in idx]
             chunk = chunk + [chunk[-1]] * ((fixed_batch or n) - n)

@@ -27,6 +27,7 @@ class Evaluation:
     results: list = field(default_factory=list)
     decoding: str | None = None  # words: the CTC decoder's name
     lexicon: str | None = None
+    tall_crops: float | None = None  # words: crops taller than this x their width were also read turned
 
     @property
     def n(self) -> int:
@@ -70,7 +71,8 @@ class Evaluation:
             return self.results[0].to_json()
         n = self.n
         return {"model": self.model, "weights": self.source, "random_weights": self.random_weights,
-                "lexicon": self.lexicon, "decoding": self.decoding, "batch_size": self.batch_size, "n": n,
+                "lexicon": self.lexicon, "decoding": self.decoding, "tall_crops_turned_above": self.tall_crops,
+                "batch_size": self.batch_size, "n": n,
                 "correct": sum(r.correct for r in self.results), "accuracy": self.accuracy,
                 "mean_1_ned": sum(r.mean_1_ned * r.n for r in self.results) / n if n else 0.0,
                 "dropped": sum(r.dropped for r in self.results), "errors": sum(r.errors for r in self.results),
@@ -111,7 +113,7 @@ def evaluate(model: str, runner, data: str | os.PathLike | Sequence[str | os.Pat
         from deployzoo.predict import Recognizer
 
         rec = Recognizer.from_runner(runner, {**meta, "source": ev.source}, decode, lexicon, batch)
-        ev.decoding, ev.lexicon = rec.decoder.name, str(lexicon) if lexicon else None
+        ev.decoding, ev.lexicon, ev.tall_crops = rec.decoder.name, str(lexicon) if lexicon else None, rec.tall
         ev.results = [evaluate_words(rec, d, batch_size=batch, workers=workers, progress=progress, model=model,
                                      limit=limit) for d in sets]
     elif task == "classification":

@@ -18,7 +18,7 @@ from deployzoo.data.words import FolderWordSet, LmdbWordSet, open_word_set
 from deployzoo.errors import DeployzooError
 from deployzoo.evaluation.common import iter_decoded, note_error, progress_bar
 from deployzoo.metrics import one_minus_ned
-from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, preprocess
+from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, view_width, views
 from deployzoo.process.image import load_image
 from deployzoo.process.text import LabelStats, normalize_label
 from deployzoo.predict import Recognizer
@@ -32,7 +32,7 @@ class _Item:
     key: str
     label: str  # raw
     norm: str  # normalised label
-    x: np.ndarray | None = None
+    x: np.ndarray | tuple[np.ndarray, ...] | None = None  # process.crnn.views
     error: str | None = None
 
 
@@ -40,8 +40,8 @@ class _DecodedWords:
     """Raw sample -> pre-processed array, run inside DataLoader workers. Holds only the data set and the
     pre-processing parameters (cheap to send to spawned workers; never the model or an engine session)."""
 
-    def __init__(self, ds: LmdbWordSet | FolderWordSet, cfg: CrnnPreprocess) -> None:
-        self.ds, self.cfg = ds, cfg
+    def __init__(self, ds: LmdbWordSet | FolderWordSet, cfg: CrnnPreprocess, tall: float | None) -> None:
+        self.ds, self.cfg, self.tall = ds, cfg, tall
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -54,7 +54,7 @@ class _DecodedWords:
         elif item.norm:  # emptied labels are dropped: no need to decode them
             try:
                 gray = load_image(s.data if s.data is not None else s.path, "L", name=s.key)
-                item.x = preprocess(gray, self.cfg)
+                item.x = views(gray, self.cfg, self.tall)
             except DeployzooError as e:
                 item.error = str(e)
         return item
@@ -108,7 +108,7 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
         def flush(batch: list[_Item]) -> None:
             nonlocal infer_s
             t = time.perf_counter()
-            outs = rec.infer_batch([it.x for it in batch])
+            outs = rec.infer([it.x for it in batch])
             infer_s += time.perf_counter() - t
             for it, d in zip(batch, outs):
                 record(it, d.text, d.confidence, None)
@@ -130,7 +130,7 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
             preds[it.index] = p
             bar.advance()
 
-        items = iter_decoded(_DecodedWords(ds, rec.cfg).__getitem__, indices, workers, max(8, batch_size // 2))
+        items = iter_decoded(_DecodedWords(ds, rec.cfg, rec.tall).__getitem__, indices, workers, max(8, batch_size // 2))
         stream = (it for it in items if _keep(it, stats, res, bar))
         for it in stream:
             if it.error is not None:
@@ -138,10 +138,12 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
             else:
                 ready.append(it)
             if len(ready) >= batch_size * 8:
-                for b in batches_by_width(ready, lambda it: it.x.shape[-1], batch_size, pool_batches=8):
+                for b in batches_by_width(ready, lambda it: view_width(it.x), batch_size, pool_batches=8,
+                                          bucket_of=rec.cfg.padded_width):
                     flush(b)
                 ready = []
-        for b in batches_by_width(ready, lambda it: it.x.shape[-1], batch_size, pool_batches=8):
+        for b in batches_by_width(ready, lambda it: view_width(it.x), batch_size, pool_batches=8,
+                                  bucket_of=rec.cfg.padded_width):
             flush(b)
     finally:
         bar.close()

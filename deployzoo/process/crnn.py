@@ -9,7 +9,7 @@ Two resize modes:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
@@ -77,6 +77,26 @@ def preprocess(gray: np.ndarray, cfg: CrnnPreprocess = CrnnPreprocess()) -> np.n
     return normalize(resize_word(gray, cfg))[None]
 
 
+#: a crop more than this many times taller than wide is also read turned a quarter both ways (vertical text)
+TALL = 1.5
+
+
+def views(gray: np.ndarray, cfg: CrnnPreprocess, tall: float | None = TALL) -> np.ndarray | tuple[np.ndarray, ...]:
+    """uint8 gray -> ``preprocess`` of it, or, for a tall crop (height > ``tall`` x width), a tuple of three
+    inputs: upright, turned clockwise, turned counter-clockwise. Which reading wins is decided after decoding
+    (``deployzoo.predict.pick_view``); ``tall=None`` reads every crop upright only."""
+    x = preprocess(gray, cfg)
+    if tall is None or gray.shape[0] <= tall * gray.shape[1]:
+        return x
+    return (x, preprocess(np.ascontiguousarray(np.rot90(gray, -1)), cfg),
+            preprocess(np.ascontiguousarray(np.rot90(gray, 1)), cfg))
+
+
+def view_width(v: np.ndarray | tuple[np.ndarray, ...]) -> int:
+    """Input width of ``views``' result (a tuple counts as its upright view)."""
+    return (v[0] if isinstance(v, tuple) else v).shape[-1]
+
+
 def pad_batch(items: list[np.ndarray], cfg: CrnnPreprocess) -> tuple[np.ndarray, np.ndarray]:
     """list of (1, H, w_i) -> batch (B, 1, H, W) padded by edge replication, and widths (B,) int64."""
     widths = np.array([x.shape[-1] for x in items], dtype=np.int64)
@@ -90,22 +110,35 @@ def pad_batch(items: list[np.ndarray], cfg: CrnnPreprocess) -> tuple[np.ndarray,
     return out, widths
 
 
-def batches_by_width(items: Iterable[T], width_of, batch_size: int, pool_batches: int = 8) -> Iterator[list[T]]:
+def batches_by_width(items: Iterable[T], width_of, batch_size: int, pool_batches: int = 8,
+                     bucket_of: Callable[[int], int] | None = None) -> Iterator[list[T]]:
     """Group a stream into batches of similar width: sort each pool of ``batch_size * pool_batches`` by width.
 
-    Order inside the output differs from the input; callers keep keys or indices to restore it.
+    With ``bucket_of`` (e.g. ``CrnnPreprocess.padded_width``) a batch never mixes two buckets, so every image is
+    padded to its own bucket whatever its neighbours: a keep-ratio word's logits then do not depend on the batch
+    (the BiLSTM's backward direction reads the padding). Order inside the output differs from the input; callers
+    keep keys or indices to restore it.
     """
     pool: list[T] = []
     for it in items:
         pool.append(it)
         if len(pool) >= batch_size * pool_batches:
-            yield from _emit(pool, width_of, batch_size)
+            yield from _emit(pool, width_of, batch_size, bucket_of)
             pool = []
     if pool:
-        yield from _emit(pool, width_of, batch_size)
+        yield from _emit(pool, width_of, batch_size, bucket_of)
 
 
-def _emit(pool: list[T], width_of, batch_size: int) -> Iterator[list[T]]:
+def _emit(pool: list[T], width_of, batch_size: int, bucket_of) -> Iterator[list[T]]:
     pool.sort(key=width_of)
-    for i in range(0, len(pool), batch_size):
-        yield pool[i : i + batch_size]
+    batch: list[T] = []
+    key = None
+    for it in pool:
+        k = bucket_of(width_of(it)) if bucket_of else None
+        if batch and (len(batch) == batch_size or k != key):
+            yield batch
+            batch = []
+        batch.append(it)
+        key = k
+    if batch:
+        yield batch
