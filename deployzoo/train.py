@@ -28,7 +28,7 @@ from deployzoo.data.words import open_word_set
 from deployzoo.errors import DeployzooError, ImageError
 from deployzoo.evaluation.common import worker_init
 from deployzoo.models.crnn import crnn, output_length
-from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
+from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, pad_batch, preprocess
 from deployzoo.process.image import load_image
 from deployzoo.process.text import ALPHABET, encode, normalize_label
 from deployzoo.train_config import TrainConfig
@@ -163,10 +163,8 @@ def collate(items, cfg: CrnnPreprocess, groups: int = 1):
     if not items:
         return None
     if groups == 0 and cfg.keep_ratio:
-        by_bucket: dict[int, list] = {}
-        for it in sorted(items, key=lambda it: it[0].shape[-1]):
-            by_bucket.setdefault(cfg.padded_width(it[0].shape[-1]), []).append(it)
-        parts = [collate(group, cfg) for group in by_bucket.values()]
+        parts = [collate(group, cfg) for group in batches_by_width(items, lambda it: it[0].shape[-1], len(items),
+                                                                   pool_batches=1, bucket_of=cfg.padded_width)]
         return parts if len(parts) > 1 else parts[0]
     if groups > 1 and cfg.keep_ratio and len(items) >= 2 * groups:
         items.sort(key=lambda it: it[0].shape[-1])
