@@ -1,24 +1,26 @@
 """Load test of ``deployzoo serve``: concurrency sweep with perf_analyzer's stability rule, then a soak.
 
-    python bench/serve_load.py --engine eng/crnn_int8 [--data words_folder] [--threads 2] [--instances 1] \
+    python bench/serve_load.py --engine eng/crnn_int8 [--data words_folder] [--threads N] [--instances N] \
         [--levels 1 4 16 64] [--images-per-request 1 8] [--window-s 5] [--soak-s 600] [--client threads|httpx] \
         [--decode words|greedy] [--json out.json]
+    python bench/serve_load.py --engine eng/crnn_int8 --compare 1x2 2x1 [--rounds 3] [--window-s 10]
 
 The server runs in its own process on loopback; clients are threads in this process, each on its own keep-alive
 ``http.client`` connection sending multipart requests (``--client httpx``: asyncio tasks with httpx, heavier). Per level:
 5-second windows until the last 3 are within 10 % of their mean (at most 10 windows); then requests/s, images/s,
 p50/p90/p95/p99 latency, average batch size (the server's inference / execution counters), rejected (503) and
 failed counts, and every answer checked against the same engine reading the image alone: lost and wrong counts.
-Beside it: the same engine in this process at batch 64 (images/s). The soak runs 32 one-image clients for
+Beside it: the same engine in this process at batch 64 (images/s) on every usable core (``--reference-threads``),
+whatever the server's threads and instances. The soak runs 32 one-image clients for
 ``--soak-s`` seconds and reports RSS at its start and end. ``--decode`` sets the CRNN decoding of both the server
-and the in-process reference (default ``words``, the server's default).
+and the in-process reference (default ``words``, the server's default). ``--compare 1x2 2x1`` instead times server
+configurations (instances x threads) side by side at ``--soak-clients`` one-image clients, interleaved.
 """
 
 import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -26,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from deployzoo.engines.manifest import host_info
 
 
 def free_port() -> int:
@@ -221,13 +225,74 @@ async def level(base: str, images, expected, clients: int, per_req: int, window_
             "wrong": sum(w["wrong"] for w in wins), "lost": sum(w["lost"] for w in wins)}
 
 
+def start_server(args, threads: int | None, instances: int | None) -> tuple[subprocess.Popen, str]:
+    """``deployzoo serve`` in its own process on a free loopback port, once it answers ready."""
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "deployzoo.cli", "serve", args.engine, "--port", str(port), "--max-batch-size",
+           str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--max-queue-size",
+           "100000", "--decode", args.decode]
+    cmd += ["--threads", str(threads)] if threads else []
+    cmd += ["--instances", str(instances)] if instances else []
+    srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while True:
+        try:
+            if httpx.get(base + "/v2/health/ready").status_code == 200:
+                return srv, base
+        except httpx.HTTPError:
+            pass
+        if srv.poll() is not None or time.time() - t0 > 120:
+            srv.kill()
+            raise SystemExit(f"server did not become ready: {srv.stderr.read().decode()[-2000:]}")
+        time.sleep(0.1)
+
+
+def compare(args, images, expected, direct: float, ref_threads: int) -> None:
+    """Server configurations (INSTANCESxTHREADS) side by side: one window of --soak-clients one-image clients each,
+    interleaved for --rounds rounds (A B A B: this machine's noise hits them alike), medians against the
+    in-process batch-64 reference."""
+    rows: dict[str, list[tuple[float, float, int]]] = {c: [] for c in args.compare}
+    for r in range(args.rounds):
+        for c in args.compare:
+            inst, thr = (int(v) for v in c.lower().split("x"))
+            srv, base = start_server(args, thr, inst)
+            try:
+                state = {"next": 0}
+                run_window_threads(base, images, expected, args.soak_clients, 1, 2.0, state)  # warm the batcher
+                w = run_window_threads(base, images, expected, args.soak_clients, 1, args.window_s, state)
+            finally:
+                srv.terminate()
+                srv.wait(10)
+            ips = w["images"] / w["seconds"]
+            rows[c].append((ips, float(np.percentile(w["lat"], 99)) * 1000, w["wrong"] + w["lost"] + w["failed"]))
+            print(f"round {r + 1}: {c}: {ips:.0f} images/s", flush=True)
+    print(f"\nEngine {args.engine}, {host_info()['cpu']}, {os.cpu_count()} cores, decoding "
+          f"{args.decode}, {args.soak_clients} one-image clients, {args.window_s:.0f}-second windows x {args.rounds} "
+          f"interleaved rounds; in-process batch 64 at {ref_threads} threads: {direct:.0f} images/s\n")
+    print("| instances x threads | images/s (median) | min | max | vs in-process b64 | p99 ms (median) | wrong/lost/failed |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for c, v in rows.items():
+        ips = [x[0] for x in v]
+        med = float(np.median(ips))
+        print(f"| {c} | {med:.0f} | {min(ips):.0f} | {max(ips):.0f} | {med / direct * 100:.0f} % | "
+              f"{np.median([x[1] for x in v]):.0f} | {sum(x[2] for x in v)} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"decode": args.decode, "direct_batch64_images_per_s": direct,
+                                               "reference_threads": ref_threads, "compare": rows}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", required=True)
     ap.add_argument("--data", help="word set (LMDB / gt.txt folder); default: 256 rendered words")
     ap.add_argument("--count", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--threads", type=int, help="server: intra-op threads per instance (default: deployzoo serve's)")
+    ap.add_argument("--instances", type=int, help="server: engine instances (default: deployzoo serve's, 2)")
+    ap.add_argument("--reference-threads", type=int,
+                    help="the in-process batch-64 reference's threads (default: every usable core)")
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--max-queue-delay-ms", type=float, default=4.0)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -242,15 +307,19 @@ def main() -> None:
     ap.add_argument("--decode", choices=["words", "greedy"], default="words",
                     help="CRNN decoding of the server and of the in-process reference (default: words, the default "
                          "of deployzoo serve)")
+    ap.add_argument("--compare", nargs="+", metavar="IxT",
+                    help="instead of the sweep: server configurations INSTANCESxTHREADS (e.g. 1x2 2x1) side by side")
+    ap.add_argument("--rounds", type=int, default=3, help="--compare: interleaved rounds")
     ap.add_argument("--json")
     args = ap.parse_args()
-
-    import httpx
 
     import deployzoo
 
     images = word_images(args.data, args.count)
-    rec = deployzoo.load("crnn", engine=args.engine, threads=args.threads, batch_size=64, decode=args.decode)
+    from deployzoo.engines.manifest import usable_cores
+
+    ref_threads = args.reference_threads or usable_cores()  # the engine's best in-process speed, whatever the server's
+    rec = deployzoo.load("crnn", engine=args.engine, threads=ref_threads, batch_size=64, decode=args.decode)
     expected = [rec(img).text for img in images]  # each image alone
     xs = [rec.prepare(img) for img in images]
     rec.infer(xs)
@@ -262,23 +331,11 @@ def main() -> None:
     direct = rounds * len(xs) / (time.perf_counter() - t0)
     del rec
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "deployzoo.cli", "serve", args.engine, "--port", str(port), "--threads",
-           str(args.threads), "--instances", str(args.instances), "--max-batch-size", str(args.max_batch_size),
-           "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--max-queue-size", "100000", "--decode", args.decode]
-    srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    if args.compare:
+        compare(args, images, expected, direct, ref_threads)
+        return
+    srv, base = start_server(args, args.threads, args.instances)
     try:
-        t0 = time.time()
-        while True:
-            try:
-                if httpx.get(base + "/v2/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if srv.poll() is not None or time.time() - t0 > 120:
-                raise SystemExit(f"server did not become ready: {srv.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
         rss0 = rss_mib(srv.pid)
         rows = []
         for per_req in args.images_per_request:
@@ -298,10 +355,10 @@ def main() -> None:
         srv.terminate()
         srv.wait(10)
 
-    print(f"\nEngine {args.engine}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, client "
-          f"{args.client}, decoding {args.decode}, threads "
-          f"{args.threads}, instances {args.instances}, max batch {args.max_batch_size}, delay "
-          f"{args.max_queue_delay_ms} ms; in-process batch 64: {direct:.0f} images/s; server RSS at start "
+    print(f"\nEngine {args.engine}, {host_info()['cpu']}, {os.cpu_count()} cores, client "
+          f"{args.client}, decoding {args.decode}, server threads {args.threads or 'default'}, instances "
+          f"{args.instances or 'default'}, max batch {args.max_batch_size}, delay {args.max_queue_delay_ms} ms; "
+          f"in-process batch 64 at {ref_threads} threads: {direct:.0f} images/s; server RSS at start "
           f"{rss0:.0f} MiB\n")
     print("| clients | img/req | req/s | img/s | vs in-process b64 | p50 ms | p90 ms | p95 ms | p99 ms | avg batch "
           "| rejected | failed | lost | wrong |")
@@ -317,6 +374,8 @@ def main() -> None:
               f"{soak['rss_end_mib']:.0f} MiB ({growth:+.1f} %)")
     if args.json:
         Path(args.json).write_text(json.dumps({"decode": args.decode, "direct_batch64_images_per_s": direct,
+                                               "reference_threads": ref_threads, "server_threads": args.threads,
+                                               "server_instances": args.instances,
                                                "rss_start_mib": rss0,
                                                "levels": rows, "soak": soak}, indent=2, default=float))
 

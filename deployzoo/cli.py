@@ -144,8 +144,11 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-request-images", type=_pos_int, default=256)
     v.add_argument("--max-request-bytes", type=_pos_int, default=16 << 20, help="default 16 MiB; beyond it 413")
     v.add_argument("--max-image-pixels", type=_pos_int, default=40_000_000)
-    v.add_argument("--threads", type=_pos_int, help="intra-op threads per engine instance")
-    v.add_argument("--instances", type=_pos_int, default=1, help="engine instances sharing the queue")
+    v.add_argument("--threads", type=_pos_int,
+                   help="intra-op threads per engine instance (default: the CPU cores divided among the instances)")
+    v.add_argument("--instances", type=_pos_int, default=2,
+                   help="engine instances sharing the queue (default 2: one runs while the other pre- and "
+                        "post-processes)")
     v.add_argument("--decode", choices=DECODERS, default="words",
                    help="crnn: words = English word prior (default), greedy = best path")
 

@@ -37,6 +37,8 @@ from deployzoo.errors import DeployzooError
 from deployzoo.specs import is_text
 
 MiB = 1 << 20
+#: requests with at most this many bytes of images are pre-processed on the event loop, larger ones in a thread
+INLINE_PREPARE_BYTES = 32 * 1024
 
 
 @dataclass
@@ -49,8 +51,8 @@ class ServeConfig:
     max_request_images: int = 256
     max_request_bytes: int = 16 * MiB
     max_image_pixels: int = 40_000_000
-    threads: int | None = None  # intra-op threads per engine instance
-    instances: int = 1
+    threads: int | None = None  # intra-op threads per engine instance (None: the cores divided among the instances)
+    instances: int = 2  # two overlap one batch's pre/post-processing with the other's engine run (bench/serve_load.py)
     decode: str = "words"  # CRNN: English word prior (default) or greedy
 
 
@@ -65,12 +67,20 @@ class Task:
     """What the server needs of a predictor: decode one image, run one batch, turn a result into JSON."""
 
     route = ""
+    mode = "RGB"  # how images are decoded for this task ('L' or 'RGB')
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
 
-    def prepare(self, data: bytes, name: str) -> tuple[Any, Any]:
-        """Encoded image -> (batching key, payload). Raises DeployzooError for a bad image."""
+    def prepare(self, data: bytes, name: str, max_pixels: int = ServeConfig.max_image_pixels) -> tuple[Any, Any]:
+        """Encoded image -> (batching key, payload). Raises DeployzooError for a bad image (also one with more than
+        ``max_pixels`` pixels, refused from its header before decoding)."""
+        from deployzoo.process.image import load_image
+
+        return self.payload(load_image(data, self.mode, name=name, max_pixels=max_pixels), name)
+
+    def payload(self, image: np.ndarray, name: str) -> tuple[Any, Any]:
+        """Decoded uint8 image -> (batching key, payload)."""
         raise NotImplementedError
 
     def infer(self, payloads: list) -> list:
@@ -89,9 +99,10 @@ class Task:
 
 class TextTask(Task):
     route = "recognize"
+    mode = "L"
 
-    def prepare(self, data, name):
-        x = self.predictor.prepare_views(data, name)  # a tall crop: a tuple of views, batched apart
+    def payload(self, image, name):
+        x = self.predictor.prepare_views(image, name)  # a tall crop: a tuple of views, batched apart
         return ("views" if isinstance(x, tuple) else self.predictor.cfg.padded_width(x.shape[-1])), x
 
     def infer(self, payloads):
@@ -104,8 +115,8 @@ class TextTask(Task):
 class ClassifyTask(Task):
     route = "classify"
 
-    def prepare(self, data, name):
-        x = self.predictor.prepare(data, name)
+    def payload(self, image, name):
+        x = self.predictor.prepare(image, name)
         return x.shape, x
 
     def infer(self, payloads):
@@ -121,12 +132,9 @@ class ClassifyTask(Task):
 class SegmentTask(Task):
     route = "segment"
 
-    def prepare(self, data, name):
-        from deployzoo.process.image import load_image
-
-        rgb = load_image(data, "RGB", name=name)
-        x = self.predictor.prepare(rgb)[0]
-        return x.shape, (x, rgb.shape[:2])
+    def payload(self, image, name):
+        x = self.predictor.prepare(image)[0]
+        return x.shape, (x, image.shape[:2])
 
     def infer(self, payloads):
         return self.predictor.predict_batch([p[0] for p in payloads], [p[1] for p in payloads])
@@ -382,7 +390,9 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
         alphabet = meta.get("alphabet")
         source = str(checkpoint or ("random weights" if random_weights else "shipped weights"))
         platform = "pytorch_libtorch"
-    extra = {"threads": cfg.threads}
+    from deployzoo.engines.manifest import usable_cores
+
+    extra = {"threads": cfg.threads or max(1, usable_cores() // max(1, cfg.instances))}
     if get_spec(name).task != "segmentation":
         extra["batch_size"] = cfg.max_batch_size
     if get_spec(name).task == "text":
@@ -403,17 +413,63 @@ class HttpError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-def _check_pixels(data: bytes, name: str, limit: int) -> None:
-    """Refuse huge images from their header, before decoding them."""
-    from PIL import Image, UnidentifiedImageError
+def _multipart_files(body: bytes, content_type: str, max_files: int) -> list[tuple[str, bytes | None, str | None]]:
+    """multipart/form-data body -> (name, bytes, error) per ``files`` part, in order; other fields are ignored.
 
+    Parsed in memory with python-multipart's parser (the body is already read and size-checked), not with
+    Starlette's ``request.form()``, which spools every file to a temporary file object (profiled under
+    ``bench/serve_load.py``: a fifth of the event loop's time at 32 one-image clients).
+    """
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HttpError(422, "malformed multipart body (no boundary in the content type)")
+    parts: list[list] = []  # [content-disposition, data] per part
+    header = [b"", b""]
+
+    def on_part_begin() -> None:
+        parts.append([b"", bytearray()])
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header[0] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header[1] += data[start:end]
+
+    def on_header_end() -> None:
+        if header[0].lower() == b"content-disposition":
+            parts[-1][0] = header[1]
+        header[0] = header[1] = b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1][1] += data[start:end]
+
+    callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
+                 "on_header_value": on_header_value, "on_header_end": on_header_end, "on_part_data": on_part_data}
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return  # the decoder gives the precise reason
-    if w * h > limit:
-        raise DeployzooError(f"image {name}: {w}x{h} has more than {limit} pixels (--max-image-pixels)")
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(body)
+        parser.finalize()
+    except FormParserError as e:
+        raise HttpError(422, f"malformed multipart body ({e})") from None
+    out: list[tuple[str, bytes | None, str | None]] = []
+    for disposition, data in parts:
+        _, opts = parse_options_header(disposition)
+        if opts.get(b"name") != b"files":
+            continue
+        i = len(out)
+        if len(out) >= max_files:
+            raise HttpError(413, f"more than --max-request-images {max_files} images")
+        if b"filename" not in opts:
+            out.append((f"files[{i}]", None, "a 'files' field that is text, not a file"))
+        else:
+            out.append((opts[b"filename"].decode("utf-8", "replace") or f"files[{i}]", bytes(data), None))
+    if not out:
+        raise HttpError(422, "multipart body has no 'files' field")
+    return out
 
 
 def create_app(served: Served, load_in_background: bool = True):
@@ -470,31 +526,14 @@ def create_app(served: Served, load_in_background: bool = True):
             if n > cfg.max_request_bytes:
                 raise HttpError(413, f"request body is over --max-request-bytes {cfg.max_request_bytes}")
             chunks.append(chunk)
-        body = b"".join(chunks)
-        request._body = body  # lets request.form() parse what was read
-        return body
+        return b"".join(chunks)
 
     async def images_of(request: Request) -> list[tuple[str, bytes | None, str | None]]:
         """(name, bytes, error) per image, in request order."""
         ctype = request.headers.get("content-type", "").lower()
         body = await read_body(request)
         if ctype.startswith("multipart/form-data"):
-            try:
-                form = await request.form(max_files=cfg.max_request_images + 1, max_fields=cfg.max_request_images + 16)
-            except Exception as e:
-                if "Too many files" in str(e):
-                    raise HttpError(413, f"more than --max-request-images {cfg.max_request_images} images") from None
-                raise HttpError(422, f"malformed multipart body ({e})") from None
-            files = form.getlist("files")
-            if not files:
-                raise HttpError(422, "multipart body has no 'files' field")
-            out = []
-            for i, f in enumerate(files):
-                if isinstance(f, str):
-                    out.append((f"files[{i}]", None, "a 'files' field that is text, not a file"))
-                else:
-                    out.append((f.filename or f"files[{i}]", await f.read(), None))
-            return out
+            return _multipart_files(body, request.headers.get("content-type", ""), cfg.max_request_images)
         if ctype.startswith("application/json"):
             try:
                 doc = json.loads(body)
@@ -525,8 +564,7 @@ def create_app(served: Served, load_in_background: bool = True):
                 err = f"image {name}: empty (0 bytes)"
             if err is None:
                 try:
-                    _check_pixels(data, name, cfg.max_image_pixels)
-                    out.append((name, served.task.prepare(data, name), None))
+                    out.append((name, served.task.prepare(data, name, cfg.max_image_pixels), None))
                     continue
                 except DeployzooError as e:
                     err = str(e)
@@ -540,7 +578,10 @@ def create_app(served: Served, load_in_background: bool = True):
         items = await images_of(request)
         if len(items) > cfg.max_request_images:
             raise HttpError(413, f"{len(items)} images: more than --max-request-images {cfg.max_request_images}")
-        prepared = await asyncio.get_running_loop().run_in_executor(None, prepare_all, items)
+        if sum(len(d or b"") for _, d, _ in items) <= INLINE_PREPARE_BYTES:
+            prepared = prepare_all(items)  # a small request: no thread hop (a word crop decodes in well under 1 ms)
+        else:
+            prepared = await asyncio.get_running_loop().run_in_executor(None, prepare_all, items)
         good = [(i, p) for i, (_, p, _) in enumerate(prepared) if p is not None]
         try:
             futs = served.batcher.submit([p for _, p in good]) if good else []
@@ -558,7 +599,7 @@ def create_app(served: Served, load_in_background: bool = True):
                 m.image_errors.labels(served.model).inc()
         m.success.labels(served.model).inc()
         m.request.labels(served.model).observe(time.perf_counter() - t0)
-        return {"model": served.model, "results": results}
+        return JSONResponse({"model": served.model, "results": results})  # already plain JSON types
 
     route = f"/v1/{served.task_cls.route}"
     app.post(route, summary=f"{served.task_cls.route}: multipart 'files' or JSON base64 'images'")(predict)

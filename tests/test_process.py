@@ -52,6 +52,20 @@ def test_exif_orientation_is_applied():
     img.transpose(Image.Transpose.ROTATE_90).save(buf, format="JPEG", exif=exif)
     out = load_image(buf.getvalue())
     assert out.shape[1] > out.shape[0], "EXIF-rotated image should come back in its display orientation"
+    pil = Image.open(io.BytesIO(buf.getvalue()))
+    assert load_image(pil).shape == out.shape and pil.size[0] < pil.size[1]  # the caller's image is not turned
+
+
+def test_pixel_limit_is_checked_from_the_header_and_uint8_arrays_pass_as_they_are():
+    big = png_bytes(Image.new("L", (3000, 2000)))  # 6 M pixels in a few kB
+    with pytest.raises(ImageError, match="3000x2000 has more than 5000000 pixels"):
+        load_image(big, max_pixels=5_000_000)
+    assert load_image(big, max_pixels=6_000_000).shape == (2000, 3000)
+    gray = np.arange(60, dtype=np.uint8).reshape(6, 10)
+    assert load_image(gray) is gray  # already uint8 gray: no copy
+    rgb = np.stack([gray] * 3, axis=2)
+    assert load_image(rgb, "RGB") is rgb
+    np.testing.assert_array_equal(load_image(rgb, "L"), gray)  # converted through PIL as before
 
 
 @pytest.mark.parametrize("case,match", [

@@ -131,6 +131,31 @@ def test_refusals_keep_the_server_up(server, images):
     assert r.status_code == 200 and r.json()["results"][0]["error"] is None
 
 
+def test_multipart_fields_names_and_pixel_limit(engine, images, alone):
+    """Only 'files' parts are images, in order, with their file names; a text 'files' part and an image over
+    --max-image-pixels get their own errors; a multipart type without a boundary is refused (422)."""
+    from PIL import Image
+
+    cfg = ServeConfig(max_image_pixels=100_000, threads=1)
+    srv = Server(create_app(served_from(str(engine), None, cfg)))
+    try:
+        srv.wait_ready()
+        huge = png_bytes(Image.new("L", (1000, 200), 255))  # 200,000 pixels in a few hundred bytes
+        r = httpx.post(srv.url + "/v1/recognize", data={"note": "ignored", "files": "not a file"},
+                       files=[("files", ("a b.png", images[0], "image/png")), ("other", ("x.png", images[1], "image/png")),
+                              ("files", ("huge.png", huge, "image/png")), ("files", ("c.png", images[2], "image/png"))])
+        assert r.status_code == 200, r.text
+        res = r.json()["results"]
+        assert [x["name"] for x in res] == ["files[0]", "a b.png", "huge.png", "c.png"]
+        assert "text, not a file" in res[0]["error"]
+        assert res[1]["text"] == alone[0] and res[3]["text"] == alone[2]
+        assert "1000x200 has more than 100000 pixels" in res[2]["error"]
+        r = httpx.post(srv.url + "/v1/recognize", content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
+        assert r.status_code == 422 and "boundary" in r.json()["error"]
+    finally:
+        srv.stop()
+
+
 def test_concurrent_requests_equal_sequential_ones_and_are_batched(server, images, alone):
     def metric(name):
         text = httpx.get(server.url + "/metrics").text

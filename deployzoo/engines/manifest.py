@@ -67,6 +67,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
 def host_info() -> dict:
     """CPU model, core counts and the ISA flags that decide what int8/fp16/bf16 really do on this machine."""
     cpu = platform.processor() or platform.machine()
@@ -79,10 +87,7 @@ def host_info() -> dict:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        usable = os.cpu_count() or 1
+    usable = usable_cores()
     physical = None
     try:
         import psutil

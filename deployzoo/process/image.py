@@ -36,7 +36,7 @@ def describe(item: object) -> str:
     return f"<{type(item).__name__}>"
 
 
-def _open_pil(item: ImageLike, name: str) -> Image.Image:
+def _open_pil(item: ImageLike, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, (str, os.PathLike)):
@@ -59,8 +59,8 @@ def _open_pil(item: ImageLike, name: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"image {name}: {img.width}x{img.height} is larger than {MAX_PIXELS} pixels")
+            if img.width * img.height > max_pixels:  # refused from the header, before decoding
+                raise ImageError(f"image {name}: {img.width}x{img.height} has more than {max_pixels} pixels")
             img.load()  # decode now: truncated files fail here, not later in a worker
     except UnidentifiedImageError as e:
         raise ImageError(f"image {name}: not a recognised image format") from e
@@ -96,23 +96,30 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def load_image(item: ImageLike, mode: str = "L", name: str | None = None) -> np.ndarray:
+def load_image(item: ImageLike, mode: str = "L", name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Load one image as uint8: mode 'L' -> (H, W), mode 'RGB' -> (H, W, 3).
 
-    Arrays are taken as they are: (H, W) gray, (H, W, 3) RGB, (H, W, 4) RGBA, uint8 or uint16 or float in [0, 1].
+    Arrays are taken as they are: (H, W) gray, (H, W, 3) RGB, (H, W, 4) RGBA, uint8 or uint16 or float in [0, 1]
+    (a uint8 array already in ``mode``'s shape is returned as it is, not copied). Encoded images with more than
+    ``max_pixels`` pixels are refused from their header, before decoding.
     """
     name = name or describe(item)
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
     if isinstance(item, np.ndarray):
+        if item.dtype == np.uint8 and item.size and (item.ndim == 2 if mode == "L" else (
+                item.ndim == 3 and item.shape[2] == 3)):
+            return np.ascontiguousarray(item)
         img = _array_to_pil(item, name)
     else:
-        img = _open_pil(item, name)
+        img = _open_pil(item, name, max_pixels)
     if img.width == 0 or img.height == 0:
         raise ImageError(f"image {name}: has 0 pixels ({img.width}x{img.height})")
     try:
-        if not isinstance(item, np.ndarray):
-            img = ImageOps.exif_transpose(img) or img
+        if isinstance(item, Image.Image):
+            img = ImageOps.exif_transpose(img) or img  # a copy: never turn the caller's image
+        elif not isinstance(item, np.ndarray):
+            ImageOps.exif_transpose(img, in_place=True)  # our own decoded image: no copy
         img = _to_8bit(img)
         if img.mode == "P":
             img = img.convert("RGBA")
