@@ -208,21 +208,25 @@ class Batcher:
             self.metrics.pending.labels(self.model).set(len(self._items))
 
     def _take(self) -> list[_Item] | None:
+        """The next batch: the oldest image's key, once ``max_batch`` images of it wait or its delay is over. The
+        head is re-read after every wait, since another instance may have taken it meanwhile (so a batch is never
+        empty, and never closes on the delay of an image already gone)."""
         with self._cv:
-            while not self._items and not self._stop:
-                self._cv.wait()
-            if self._stop:
-                return None
-            key, deadline = self._items[0].key, self._items[0].t_enqueue + self.delay_s
             while True:
-                same = sum(1 for it in self._items if it.key == key)
-                left = deadline - time.perf_counter()
-                if same >= self.max_batch or left <= 0 or self._stop:
+                if self._stop:
+                    return None
+                if not self._items:
+                    self._cv.wait()
+                    continue
+                head = self._items[0]
+                same = sum(1 for it in self._items if it.key == head.key)
+                left = head.t_enqueue + self.delay_s - time.perf_counter()
+                if same >= self.max_batch or left <= 0:
                     break
                 self._cv.wait(left)
             batch, rest = [], deque()
             for it in self._items:
-                (batch if it.key == key and len(batch) < self.max_batch else rest).append(it)
+                (batch if it.key == head.key and len(batch) < self.max_batch else rest).append(it)
             self._items = rest
             self._set_pending()
             if self._items:

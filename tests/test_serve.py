@@ -254,6 +254,25 @@ def test_full_queue_refuses_with_503_and_batches_close_on_size_or_delay():
     b.close()
 
 
+def test_two_instances_never_run_an_empty_batch():
+    """Both instances wait on the same oldest image; the one that does not get it waits again instead of running
+    an empty batch (which had counted as an execution and halved the reported average batch)."""
+    sizes = []
+
+    def fn(batch):
+        sizes.append(len(batch))
+        return [b + 1 for b in batch]
+
+    b = Batcher([fn, fn], max_batch=8, delay_s=0.02, max_queue=100)
+    for i in range(5):
+        assert b.submit([("k", i)])[0].result(5) == i + 1
+    fs = b.submit([("k", 10), ("k", 11)])
+    assert [f.result(5) for f in fs] == [11, 12]
+    time.sleep(0.1)
+    b.close()
+    assert 0 not in sizes and sum(sizes) == 7, sizes
+
+
 def test_export_triton_repository_parses_with_tritonclient_protobuf(engine, tmp_path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
