@@ -3,10 +3,15 @@ one Ascend 910 card (1p, AMP O2, 100x32 inputs).
 
     python bench/train_throughput.py [--batch-size 256] [--amp bf16|fp16|none] [--steps 50] [--data-pipeline]
     python bench/train_throughput.py --compare --data synth_lmdb --real real_words ... [--rounds 3]
+    python bench/train_throughput.py --batch-size 64 --amp bf16 --profile     # where a step's time goes
+    python bench/train_throughput.py --batch-size 64 --amp bf16 [--compile]   # torch.compile on the CNN or not
 
 Default: model-only (a fixed batch in device memory: forward + CTC + backward + Adam step). With
 --data-pipeline the batches come from the data loader, as in real training: the synthetic renderer in DataLoader
 workers, or with --data pre-rendered LMDB shards (``deployzoo synth``), plus --real words at --real-ratio.
+
+--profile runs torch.profiler over the model-only steps and prints the operators by self CPU time (which share
+of a step is convolution, LSTM, pooling, optimiser), to tell what a faster recipe could still win.
 
 --compare times, interleaved in one run (A B A B, median of --rounds), the CPU recipe before this change
 (renderer in a DataLoader worker, NCHW) against after (pre-rendered shards reused across epochs, channels_last),
@@ -18,20 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
 import torch
 
+from deployzoo.engines.manifest import host_info
 from deployzoo.train import TrainConfig, Trainer
 
 BASE = dict(out="/tmp/deployzoo_train_bench", val_synth=0, val_every=0, ckpt_every=10 ** 9, log_every=10 ** 9,
             progress=False, augment=1.0)
 
 
-def measure(cfg: TrainConfig, warmup: int, steps: int, data_pipeline: bool) -> tuple[float, str]:
+def measure(cfg: TrainConfig, warmup: int, steps: int, data_pipeline: bool, profile: bool = False,
+            compile_cnn: bool = False) -> tuple[float, str]:
     tr = Trainer(cfg)
+    if compile_cnn:  # TorchInductor on the convolutional part (the LSTMs stay eager); warm-up steps compile it
+        tr.model.cnn = torch.compile(tr.model.cnn)
     sync = torch.cuda.synchronize if tr.device.type == "cuda" else (lambda: None)
     if data_pipeline:
         it = iter(tr.loader())
@@ -43,19 +51,49 @@ def measure(cfg: TrainConfig, warmup: int, steps: int, data_pipeline: bool) -> t
         items = [enc[(i, i)] for i in range(cfg.batch_size * 2)]
         batches = [collate([x for x in items if x is not None][: cfg.batch_size], tr.pre)]
     n = 0
+    prof = None
     for s in range(warmup + steps):
         b = next(it) if batches is None else batches[0]
         while b is None:
             b = next(it)
         if s == warmup:
+            if profile:
+                from torch.utils.flop_counter import FlopCounterMode
+
+                with FlopCounterMode(display=False) as fc:  # one more step, counted: conv and matmul FLOPs
+                    tr.train_step(b)
+                step_flops = fc.get_total_flops()
+                prof = torch.profiler.profile()
+                prof.__enter__()
             sync()
             t0 = time.perf_counter()
         tr.train_step(b)
         if s >= warmup:
             n += sum(p[0].shape[0] for p in (b if isinstance(b, list) else [b]))
     sync()
-    dev = torch.cuda.get_device_name() if tr.device.type == "cuda" else platform.processor() or platform.machine()
-    return n / (time.perf_counter() - t0), dev
+    seconds = time.perf_counter() - t0
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        print(f"conv + matmul work: {step_flops / 1e9:.1f} GFLOP per step, done at "
+              f"{step_flops * steps / seconds / 1e12:.2f} TFLOP/s (profiler on); this device's dense matmul at the "
+              f"same precision: {matmul_tflops(tr.device, tr.amp_dtype):.2f} TFLOP/s")
+    dev = torch.cuda.get_device_name() if tr.device.type == "cuda" else host_info()["cpu"]
+    return n / seconds, dev
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype | None, n: int = 4096, reps: int = 5) -> float:
+    """Dense n x n matmul rate on ``device`` at ``dtype`` (fp32 when None): the ceiling a compute-bound step meets."""
+    a = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
 
 
 def main() -> None:
@@ -73,6 +111,8 @@ def main() -> None:
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--keep-ratio", action="store_true")
     ap.add_argument("--compare", action="store_true", help="before vs after, interleaved (needs --data)")
+    ap.add_argument("--profile", action="store_true", help="per-operator time of the timed steps (torch.profiler)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the convolutional part first")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -109,7 +149,7 @@ def main() -> None:
     cfg = TrainConfig(**common, steps=args.warmup + args.steps, channels_last=args.channels_last,
                       workers=args.workers if args.data_pipeline else 0, train=args.data, real=args.real,
                       real_ratio=args.real_ratio)
-    ips, dev = measure(cfg, args.warmup, args.steps, args.data_pipeline)
+    ips, dev = measure(cfg, args.warmup, args.steps, args.data_pipeline, args.profile, args.compile)
     rec = {"device": dev, "cores": os.cpu_count(), "batch_size": args.batch_size, "amp": args.amp,
            "data_pipeline": args.data_pipeline, "images_per_s": ips, "seed_002_ascend_1p": 11733.53,
            "torch": torch.__version__}
