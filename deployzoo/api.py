@@ -25,21 +25,28 @@ def models() -> int:
     return 0
 
 
+def _tall(upright: bool) -> float | None:
+    """``--upright``: every crop read upright only; otherwise tall crops are also read turned (``TALL``)."""
+    from deployzoo.process.crnn import TALL
+
+    return None if upright else TALL
+
+
 def _recognizer(model: str, checkpoint, engine, lexicon, batch_size: int, threads: int | None,
-                random_weights: bool = False, decode: str = "words"):
+                random_weights: bool = False, decode: str = "words", upright: bool = False):
     from deployzoo.predict import Recognizer
 
     if get_spec(model).task != "text":
         raise DeployzooError(f"model '{model}' is not a word recogniser")
     return Recognizer.from_weights(checkpoint, engine, random_weights, lexicon=lexicon, batch_size=batch_size,
-                                   threads=threads, decode=decode)
+                                   threads=threads, decode=decode, tall=_tall(upright))
 
 
 def recognize(images: list[str], model: str = "crnn", checkpoint: str | None = None, engine: str | None = None,
               lexicon: str | None = None, batch_size: int = 32, threads: int | None = None,
-              json_out: bool = False, random_weights: bool = False, decode: str = "words") -> int:
+              json_out: bool = False, random_weights: bool = False, decode: str = "words", upright: bool = False) -> int:
     """``deployzoo recognize IMG...``: text and confidence per image; unreadable images are reported, not fatal."""
-    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights, decode)
+    rec = _recognizer(model, checkpoint, engine, lexicon, batch_size, threads, random_weights, decode, upright)
     if rec.random_weights:
         print("WARNING: random weights: the text below is meaningless", file=sys.stderr)
     results = rec.recognize(list(images))
@@ -66,19 +73,21 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
              random_weights: bool = False, batch_size: int | None = None, lexicon: str | None = None,
              workers: int | None = None, threads: int | None = None, json_path: str | None = None,
              progress: bool = True, limit: int | None = None, label_file: str | None = None, flip: bool = False,
-             scales: list[float] | None = None, out_dir: str | None = None, decode: str = "words") -> int:
+             scales: list[float] | None = None, out_dir: str | None = None, decode: str = "words",
+             upright: bool = False) -> int:
     """``deployzoo eval MODEL --data PATH [...]``: the seeds' accuracy report for any model and any weights."""
     if isinstance(engine, list) and len(engine) > 1:
         return _evaluate_engines(model, data, engine, batch_size, json_path=json_path, threads=threads,
-                                 workers=workers, limit=limit, lexicon=lexicon, label_file=label_file, decode=decode)
+                                 workers=workers, limit=limit, lexicon=lexicon, label_file=label_file, decode=decode,
+                                 upright=upright)
     if isinstance(engine, list):
         engine = engine[0]
     task = get_spec(model).task
     tty = progress and sys.stderr.isatty()
     given = {"--lexicon": lexicon, "--decode": None if decode == "words" else decode, "--label-file": label_file,
-             "--flip": flip or None, "--scales": scales,
+             "--flip": flip or None, "--scales": scales, "--upright": upright or None,
              "--out-dir": out_dir}
-    allowed = {"text": {"--lexicon", "--decode"}, "classification": {"--label-file"},
+    allowed = {"text": {"--lexicon", "--decode", "--upright"}, "classification": {"--label-file"},
                "segmentation": {"--flip", "--scales", "--out-dir"}}[task]
     wrong = [k for k, v in given.items() if v is not None and k not in allowed]
     if wrong:
@@ -90,7 +99,7 @@ def evaluate(model: str, data: list[str], checkpoint: str | None = None, engine:
     runner, meta = load_runner(model, checkpoint, random_weights, threads, engine)
     ev = run_eval(model, runner, data, meta, batch_size=batch_size, workers=workers, progress=tty, limit=limit,
                   decode=decode, lexicon=lexicon, label_file=label_file, flip=flip, scales=scales or (1.0,),
-                  out_dir=out_dir)
+                  out_dir=out_dir, tall=_tall(upright))
     print(ev.report())
     if json_path:
         write_json(ev.to_json(), json_path)
@@ -212,7 +221,8 @@ def run(model: str, out: str = "runs/flow", checkpoint: str | None = None, rando
 
 
 def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_size: int | None, json_path=None,
-                      threads=None, workers=None, limit=None, lexicon=None, label_file=None, decode="words") -> int:
+                      threads=None, workers=None, limit=None, lexicon=None, label_file=None, decode="words",
+                      upright=False) -> int:
     """Several engines on the same data: the seeds' table, Model | Precision | Backend | Batch | accuracy | img/s."""
     from deployzoo.engines import open_engine
     from deployzoo.evaluation.report import markdown_table, write_json
@@ -223,7 +233,7 @@ def _evaluate_engines(model: str, data: list[str], engines: list[str], batch_siz
     for path in engines:
         eng = open_engine(path, expect_model=model, threads=threads)
         ev = run_eval(model, eng, data, batch_size=batch_size, workers=workers, limit=limit, decode=decode,
-                      lexicon=lexicon, label_file=label_file, log=lambda *_: None)
+                      lexicon=lexicon, label_file=label_file, log=lambda *_: None, tall=_tall(upright))
         rows.append([model, eng.precision, eng.backend, batch_size or eng.fixed_batch or "-", f"{ev.accuracy:.6f}",
                      f"{ev.images_per_s:.1f}"])
         records.append({"engine": str(path), "precision": eng.precision, "backend": eng.backend, "n": ev.n,

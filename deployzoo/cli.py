@@ -23,6 +23,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--lexicon", help="word list: pick the word with the highest CTC probability")
     r.add_argument("--decode", choices=DECODERS, default="words",
                    help="crnn: words = English word prior (default), greedy = best path")
+    r.add_argument("--upright", action="store_true",
+                   help="crnn: read every crop upright only (default: a crop more than 1.5x taller than wide is also "
+                        "read turned a quarter both ways, the most confident reading wins)")
     r.add_argument("--batch-size", type=_pos_int, default=32)
     r.add_argument("--threads", type=_pos_int, help="intra-op threads (default: the library's)")
     r.add_argument("--json", dest="json_out", action="store_true", help="print JSON instead of lines")
@@ -36,6 +39,9 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--lexicon", help="word list for lexicon-constrained decoding (crnn)")
     e.add_argument("--decode", choices=DECODERS, default="words",
                    help="crnn: words = English word prior (default), greedy = best path")
+    e.add_argument("--upright", action="store_true",
+                   help="crnn: read every crop upright only (default: a crop more than 1.5x taller than wide is also "
+                        "read turned a quarter both ways, the most confident reading wins)")
     e.add_argument("--limit", type=_pos_int, help="evaluate N images spread evenly over the set")
     e.add_argument("--label-file", help="ImageNet: lines 'FILE LABEL' instead of class folders")
     e.add_argument("--flip", action="store_true", help="Cityscapes: add horizontally flipped inference")
@@ -151,6 +157,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "post-processes)")
     v.add_argument("--decode", choices=DECODERS, default="words",
                    help="crnn: words = English word prior (default), greedy = best path")
+    v.add_argument("--upright", action="store_true",
+                   help="crnn: read every crop upright only (default: a crop more than 1.5x taller than wide is also "
+                        "read turned a quarter both ways, the most confident reading wins)")
 
     x = sub.add_parser("export-triton", help="write an NVIDIA Triton model repository from an ONNX Runtime engine")
     x.add_argument("engine", metavar="ENGINE_DIR")

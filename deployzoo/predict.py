@@ -302,26 +302,28 @@ class Recognizer:
     @classmethod
     def from_weights(cls, checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
                      random_weights: bool = False, lexicon: str | os.PathLike | None = None, batch_size: int = 32,
-                     threads: int | None = None, decode: str = "words") -> "Recognizer":
+                     threads: int | None = None, decode: str = "words", tall: float | None = TALL) -> "Recognizer":
         """From a checkpoint (default: the shipped weights), an engine dir, or explicit random weights.
 
-        ``decode``: ``words`` (English word prior, default) or ``greedy``; ``lexicon``: a closed word list instead."""
+        ``decode``: ``words`` (English word prior, default) or ``greedy``; ``lexicon``: a closed word list instead;
+        ``tall``: crops taller than this times their width are also read turned (None: every crop upright only)."""
         from deployzoo.engines import resolve_runner
 
         runner, meta = resolve_runner("crnn", checkpoint, engine, random_weights, threads)
-        return cls.from_runner(runner, meta, decode, lexicon, batch_size)
+        return cls.from_runner(runner, meta, decode, lexicon, batch_size, tall)
 
     from_checkpoint = from_weights
 
     @classmethod
     def from_runner(cls, runner, meta: dict, decode: str = "words", lexicon: str | os.PathLike | None = None,
-                    batch_size: int = 32) -> "Recognizer":
+                    batch_size: int = 32, tall: float | None = TALL) -> "Recognizer":
         """Over any runner with the metadata ``resolve_runner`` / ``engine_meta`` give (pre-processing, alphabet,
         source): the one place a Recognizer is made from weights' metadata."""
         alphabet = meta.get("alphabet") or ALPHABET
         rec = cls(runner, CrnnPreprocess.from_dict(meta.get("preprocess") or {}), alphabet,
                   make_decoder(decode, lexicon, alphabet), batch_size, source=meta.get("source", ""))
         rec.random_weights = bool(meta.get("random_weights"))
+        rec.tall = tall
         return rec
 
     @classmethod

@@ -54,6 +54,7 @@ class ServeConfig:
     threads: int | None = None  # intra-op threads per engine instance (None: the cores divided among the instances)
     instances: int = 2  # two overlap one batch's pre/post-processing with the other's engine run (bench/serve_load.py)
     decode: str = "words"  # CRNN: English word prior (default) or greedy
+    upright: bool = False  # CRNN: read every crop upright only (default: tall crops are also read turned)
 
 
 class QueueFull(DeployzooError):
@@ -401,6 +402,8 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
         extra["batch_size"] = cfg.max_batch_size
     if get_spec(name).task == "text":
         extra["decode"] = cfg.decode
+        if cfg.upright:
+            extra["tall"] = None
         if not alphabet:
             from deployzoo.process.text import ALPHABET
 

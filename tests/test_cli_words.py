@@ -90,6 +90,36 @@ def test_decode_flag_reaches_the_decoder_and_is_recorded(word_folder, crnn_seede
     assert "--decode do(es) not apply to classification models" in capsys.readouterr().err
 
 
+def test_upright_flag_turns_off_the_turned_reading_in_recognize_eval_and_serve(tmp_path, capsys):
+    """The shipped weights read a vertical 'station' only when it is turned; --upright reads it as it stands."""
+    from deployzoo.serve import ServeConfig, served_from
+
+    folder = tmp_path / "words"
+    (folder / "img").mkdir(parents=True)
+    word_image("station").rotate(90, expand=True).save(folder / "img" / "tall.png")
+    word_image("museum").save(folder / "img" / "wide.png")
+    (folder / "gt.txt").write_text("img/tall.png station\nimg/wide.png museum\n")
+    imgs = [str(folder / "img" / "tall.png"), str(folder / "img" / "wide.png")]
+    texts = {}
+    for flag in ([], ["--upright"]):
+        assert main(["recognize", *imgs, "--json", *flag]) == 0
+        texts[bool(flag)] = [r["text"] for r in json.loads(capsys.readouterr().out)]
+        p = tmp_path / f"e{len(flag)}.json"
+        assert main(["eval", "crnn", "--data", str(folder), "--json", str(p), "--workers", "0", "--no-progress",
+                     *flag]) == 0
+        capsys.readouterr()
+        rep = json.loads(p.read_text())
+        assert rep["tall_crops_turned_above"] == (None if flag else 1.5)
+        assert [x["pred"] for x in sorted(rep["predictions"], key=lambda x: x["key"])] == texts[bool(flag)]
+    assert texts[False] == ["station", "museum"]
+    assert texts[True][0] != "station" and texts[True][1] == "museum"
+    assert main(["eval", "volo_d2", "--data", str(tmp_path), "--random-weights", "--upright"]) != 0
+    assert "--upright do(es) not apply to classification models" in capsys.readouterr().err
+    served = served_from(None, None, ServeConfig(upright=True, threads=1))
+    assert served.make_predictor().tall is None
+    assert served_from(None, None, ServeConfig(threads=1)).make_predictor().tall == 1.5
+
+
 def test_recognize_reports_bad_images_and_reads_the_rest(word_folder, crnn_seeded_ckpt, capsys):
     imgs = [str(word_folder / "img" / "0.png"), str(word_folder / "img" / "bad.png"), str(word_folder / "img")]
     assert main(["recognize", *imgs, "--checkpoint", str(crnn_seeded_ckpt), "--json"]) == 0

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from deployzoo.errors import DeployzooError
+from deployzoo.process.crnn import TALL
 
 DEFAULT_BATCH = {"text": 64, "classification": 32, "segmentation": 1}
 
@@ -84,11 +85,13 @@ def evaluate(model: str, runner, data: str | os.PathLike | Sequence[str | os.Pat
              batch_size: int | None = None, workers: int | None = None, progress: bool = False,
              limit: int | None = None, decode: str = "words", lexicon: str | os.PathLike | None = None,
              label_file: str | os.PathLike | None = None, flip: bool = False, scales: Sequence[float] = (1.0,),
-             out_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> Evaluation:
+             out_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
+             tall: float | None = TALL) -> Evaluation:
     """Accuracy of ``runner`` (``resolve_runner`` / ``open_engine``) for ``model`` on ``data``.
 
     ``meta``: what ``resolve_runner`` returned with the runner (source, pre-processing, alphabet); for an engine
-    it may be left out. Words take several data sets (one table, count-weighted total) and ``decode`` / ``lexicon``;
+    it may be left out. Words take several data sets (one table, count-weighted total) and ``decode`` / ``lexicon`` /
+    ``tall`` (crops taller than this times their width are also read turned; None: upright only);
     ImageNet takes ``label_file``; Cityscapes takes ``flip`` / ``scales`` / ``out_dir``. ``batch_size`` defaults
     to 64 words, 32 ImageNet images or 1 Cityscapes frame."""
     from deployzoo.engines import Engine, engine_meta
@@ -112,7 +115,7 @@ def evaluate(model: str, runner, data: str | os.PathLike | Sequence[str | os.Pat
         from deployzoo.evaluation.words import evaluate_words
         from deployzoo.predict import Recognizer
 
-        rec = Recognizer.from_runner(runner, {**meta, "source": ev.source}, decode, lexicon, batch)
+        rec = Recognizer.from_runner(runner, {**meta, "source": ev.source}, decode, lexicon, batch, tall)
         ev.decoding, ev.lexicon, ev.tall_crops = rec.decoder.name, str(lexicon) if lexicon else None, rec.tall
         ev.results = [evaluate_words(rec, d, batch_size=batch, workers=workers, progress=progress, model=model,
                                      limit=limit) for d in sets]
