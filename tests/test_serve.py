@@ -2,6 +2,7 @@
 /v2 routes, and the Triton model repository parsed by tritonclient's protobuf schema."""
 
 import base64
+import io
 import socket
 import threading
 import time
@@ -330,5 +331,35 @@ def test_classify_route_serves_volo_through_the_same_predictor_api():
         meta = httpx.get(srv.url + "/v2/models/volo_d2").json()
         assert meta["inputs"][0]["shape"] == [-1, 3, 224, 224] and meta["outputs"][0]["shape"] == [-1, 1000]
         assert httpx.post(srv.url + "/v1/recognize", json={"images": []}).status_code == 404
+    finally:
+        srv.stop()
+
+
+def test_segment_route_serves_ocrnet_through_the_same_predictor_api():
+    """OCRNet (seeded random weights, a small test scale to keep it quick): a PNG label map at the image's size
+    equal to the Segmenter's own result, per-class pixel counts that add up, a bad image answered alone."""
+    import deployzoo
+    from PIL import Image
+
+    def small():
+        return deployzoo.load("ocrnet_hr18", random_weights=True, threads=1, test_scale=(128, 64))
+
+    served = served_from("ocrnet_hr18", None, ServeConfig(max_batch_size=2, max_queue_delay_ms=5, threads=1,
+                                                          instances=1), random_weights=True)
+    served.make_predictor = small
+    srv = Server(create_app(served))
+    try:
+        srv.wait_ready(300)
+        photo = Image.fromarray((np.random.default_rng(1).random((48, 96, 3)) * 255).astype(np.uint8))
+        r = httpx.post(srv.url + "/v1/segment", files=_multipart([png_bytes(photo), b"\x89PNG broken"]), timeout=120)
+        assert r.status_code == 200, r.text
+        good, bad = r.json()["results"]
+        assert bad["error"] and "labels_png" not in bad
+        labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(good["labels_png"]))))
+        assert labels.shape == (48, 96) and good["shape"] == [48, 96]
+        np.testing.assert_array_equal(labels, small().segment(png_bytes(photo)))
+        assert sum(good["class_pixels"].values()) == 48 * 96
+        meta = httpx.get(srv.url + "/v2/models/ocrnet_hr18").json()
+        assert meta["outputs"][0]["shape"][:2] == [-1, 19]
     finally:
         srv.stop()
