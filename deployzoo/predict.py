@@ -288,7 +288,7 @@ class Recognizer:
     """
 
     def __init__(self, runner, cfg: CrnnPreprocess = CrnnPreprocess(), alphabet: str = ALPHABET,
-                 decoder=None, batch_size: int = 32, source: str = "") -> None:
+                 decoder=None, batch_size: int = 32, source: str = "", tall: float | None = TALL) -> None:
         if batch_size < 1:
             raise DeployzooError(f"batch size must be at least 1, got {batch_size}")
         self.runner = runner
@@ -297,7 +297,7 @@ class Recognizer:
         self.decoder = decoder if decoder is not None else make_decoder("words", alphabet=alphabet)
         self.batch_size = batch_size
         self.source = source
-        self.tall: float | None = TALL  # crops taller than this x their width are also read turned (None: never)
+        self.tall = tall  # crops taller than this x their width are also read turned (None: never)
 
     @classmethod
     def from_weights(cls, checkpoint: str | os.PathLike | None = None, engine: str | os.PathLike | None = None,
@@ -321,9 +321,8 @@ class Recognizer:
         source): the one place a Recognizer is made from weights' metadata."""
         alphabet = meta.get("alphabet") or ALPHABET
         rec = cls(runner, CrnnPreprocess.from_dict(meta.get("preprocess") or {}), alphabet,
-                  make_decoder(decode, lexicon, alphabet), batch_size, source=meta.get("source", ""))
+                  make_decoder(decode, lexicon, alphabet), batch_size, source=meta.get("source", ""), tall=tall)
         rec.random_weights = bool(meta.get("random_weights"))
-        rec.tall = tall
         return rec
 
     @classmethod

@@ -310,6 +310,17 @@ def test_export_triton_repository_parses_with_tritonclient_protobuf(engine, tmp_
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def _photo_and_broken(srv, route: str, hw: tuple[int, int], seed: int, broken: bytes):
+    """POST a random photo and a broken image to ``route``: (the photo's PNG bytes, its result, the broken one's)."""
+    from PIL import Image
+
+    photo = png_bytes(Image.fromarray((np.random.default_rng(seed).random((*hw, 3)) * 255).astype(np.uint8)))
+    r = httpx.post(srv.url + route, files=_multipart([photo, broken]), timeout=120)
+    assert r.status_code == 200, r.text
+    good, bad = r.json()["results"]
+    return photo, good, bad
+
+
 def test_classify_route_serves_volo_through_the_same_predictor_api():
     """VOLO-D2 (seeded random weights, a smoke test of the route): top-k per image, a bad image answered alone."""
     import deployzoo
@@ -318,15 +329,10 @@ def test_classify_route_serves_volo_through_the_same_predictor_api():
     srv = Server(create_app(served_from("volo_d2", None, cfg, random_weights=True)))
     try:
         srv.wait_ready(300)
-        from PIL import Image
-
-        photo = Image.fromarray((np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8))
-        r = httpx.post(srv.url + "/v1/classify", files=_multipart([png_bytes(photo), b"broken"]), timeout=120)
-        assert r.status_code == 200, r.text
-        good, bad = r.json()["results"]
+        photo, good, bad = _photo_and_broken(srv, "/v1/classify", (96, 128), 0, b"broken")
         assert len(good["topk"]) == 5 and good["error"] is None and good["topk"][0]["wnid"].startswith("n")
         assert bad["error"] and "topk" not in bad
-        ref = deployzoo.load("volo_d2", random_weights=True, threads=1)(png_bytes(photo))
+        ref = deployzoo.load("volo_d2", random_weights=True, threads=1)(photo)
         assert good["topk"][0]["index"] == ref.index
         meta = httpx.get(srv.url + "/v2/models/volo_d2").json()
         assert meta["inputs"][0]["shape"] == [-1, 3, 224, 224] and meta["outputs"][0]["shape"] == [-1, 1000]
@@ -350,14 +356,11 @@ def test_segment_route_serves_ocrnet_through_the_same_predictor_api():
     srv = Server(create_app(served))
     try:
         srv.wait_ready(300)
-        photo = Image.fromarray((np.random.default_rng(1).random((48, 96, 3)) * 255).astype(np.uint8))
-        r = httpx.post(srv.url + "/v1/segment", files=_multipart([png_bytes(photo), b"\x89PNG broken"]), timeout=120)
-        assert r.status_code == 200, r.text
-        good, bad = r.json()["results"]
+        photo, good, bad = _photo_and_broken(srv, "/v1/segment", (48, 96), 1, b"\x89PNG broken")
         assert bad["error"] and "labels_png" not in bad
         labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(good["labels_png"]))))
         assert labels.shape == (48, 96) and good["shape"] == [48, 96]
-        np.testing.assert_array_equal(labels, small().segment(png_bytes(photo)))
+        np.testing.assert_array_equal(labels, small().segment(photo))
         assert sum(good["class_pixels"].values()) == 48 * 96
         meta = httpx.get(srv.url + "/v2/models/ocrnet_hr18").json()
         assert meta["outputs"][0]["shape"][:2] == [-1, 19]
