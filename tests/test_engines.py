@@ -23,7 +23,7 @@ from deployzoo.engines import open_engine, run_fixed_batches
 from deployzoo.engines.build import build_engine, normalize_precision
 from deployzoo.engines.calib import Batch, calibration_inputs
 from deployzoo.engines.manifest import (MANIFEST_NAME, EngineWriter, _manifest_digest, sha256_file, verify_engine)
-from deployzoo.engines.quant import QuantBudget, choose_float_nodes, clopper_pearson, paired_drop
+from deployzoo.engines.quant import QuantBudget, choose_float_nodes, clopper_pearson, paired_drop, tango_interval
 from deployzoo.errors import DatasetError, EngineError
 from deployzoo.export import load_model, run_torch
 from deployzoo.process.crnn import CrnnPreprocess, pad_batch, preprocess
@@ -510,9 +510,10 @@ def test_labelled_budget_counts_accuracy_lost_not_outputs_changed():
     assert res["float_nodes"] == ["y"] and res["quantized_nodes"] == ["x"] and res["budget_met"]
     assert res["final"]["disagreement"] == 0.1 and res["budget"]["criterion"] == "accuracy_drop"
     lo, hi = res["float_effects"]["y"]["drop_interval"]
-    assert 0.02 < lo < 0.05 and hi == pytest.approx(0.05)  # none gained: hi = drop
-    # float 'y' leaves no discordant item: 400 identical answers bound the drop by 0.92 points, not 0.5
-    assert res["final"]["drop_interval"][1] == pytest.approx(0.00918, abs=1e-4) and res["verdict"] == "met"
+    assert 0.02 < lo < 0.05 < hi  # none gained: the drop could be larger than the 20 words seen
+    # float 'y' leaves no discordant item: 400 identical answers bound the drop by 0.95 points (Tango: d / (1 - d)
+    # = z^2 / n), not 0.5
+    assert res["final"]["drop_interval"][1] == pytest.approx(3.8415 / 403.8415, abs=1e-4) and res["verdict"] == "met"
     assert res["probe_check"]["words_needed"] > 400
     unlabelled = [Batch(probe[0].x, None, n)]
     res = choose_float_nodes(["x", "y"], make, "volo_d2", unlabelled, ref, QuantBudget(max_disagreement=0.01))
@@ -520,20 +521,47 @@ def test_labelled_budget_counts_accuracy_lost_not_outputs_changed():
     assert "accuracy_drop" not in res["final"]
 
 
-def test_paired_interval_is_exact_and_only_discordant_words_count():
+def test_paired_interval_counts_discordant_words_and_their_uncertainty():
     f = np.array([True] * 90 + [False] * 10)
-    same = paired_drop(f, f)  # no discordant word: the exact bound on the discordance rate, 1 - 0.025**(1/100)
-    assert same["drop"] == 0 and same["interval"] == pytest.approx([-0.03622, 0.03622], abs=1e-4)
+    same = paired_drop(f, f)  # no discordant word: Tango's bound, d / (1 - d) = z^2 / n
+    assert same["drop"] == 0 and same["interval"] == pytest.approx([-0.03699, 0.03699], abs=1e-4)
     q = f.copy()
     q[:4] = False  # 4 lost, none gained: 4 points, but McNemar's exact test cannot exclude zero at 95 %
     r = paired_drop(f, q)
     assert r["drop"] == pytest.approx(0.04) and r["lost"] == 4 and r["gained"] == 0
-    assert r["interval"][0] < 0 and r["interval"][1] == pytest.approx(0.04)  # none gained: the upper end is the drop
+    assert r["interval"][0] < 0  # the exact conditional end: 2 * 0.5**4 > 0.05
+    assert r["interval"][1] == pytest.approx(0.09837, abs=1e-4)  # unconditional: 4 lost in 100 may be 10 in truth
     q[:10] = False  # 10 lost: now beyond noise (exact: 2 * 0.5**10 < 0.05)
     assert paired_drop(f, q)["interval"][0] > 0
+    # one gained word: the conditional interval alone would bound the drop by 0.95/n (under one word); the
+    # unconditional one keeps about the width of the no-discordance case around the point estimate -1 point
+    one = f.copy()
+    one[95] = True
+    assert paired_drop(f, one)["interval"][1] == pytest.approx(-0.01 + 0.037, abs=0.002)
     # Clopper-Pearson against known values: 0/10 -> [0, 0.3085], 5/10 -> [0.1871, 0.8129]
     assert clopper_pearson(0, 10)[1] == pytest.approx(0.30850, abs=1e-4)
     assert clopper_pearson(5, 10) == pytest.approx((0.18709, 0.81291), abs=1e-4)
+
+
+def test_tango_interval_ends_are_score_roots_and_cover():
+    """Each end is where the score statistic, with the gained rate re-fitted by brute-force maximum likelihood
+    under that difference, equals -+z; and on simulated paired probes the interval covers the true drop about 95 %
+    of the time."""
+    import math
+
+    lost, gained, n = 7, 2, 300
+    lo, hi = tango_interval(lost, gained, n)
+    for d, sign in ((lo, 1), (hi, -1)):
+        qs = np.linspace(max(0.0, -d) + 1e-9, (1 - d) / 2 - 1e-9, 200001)
+        ll = lost * np.log(qs + d) + gained * np.log(qs) + (n - lost - gained) * np.log(1 - 2 * qs - d)
+        qm = qs[np.argmax(ll)]
+        t = (lost - gained - n * d) / math.sqrt(n * (2 * qm + d * (1 - d)))
+        assert t == pytest.approx(sign * 1.959964, abs=2e-3)
+    rng = np.random.default_rng(0)
+    p_lost, p_gained, n, trials = 0.02, 0.01, 250, 1500
+    counts = rng.multinomial(n, [p_lost, p_gained, 1 - p_lost - p_gained], size=trials)
+    covered = sum(a <= p_lost - p_gained <= b for a, b in (tango_interval(int(x), int(y), n) for x, y, _ in counts))
+    assert 0.93 <= covered / trials <= 0.975
 
 
 def test_noise_alone_does_not_keep_a_layer_float_and_the_probe_size_is_checked():
@@ -608,6 +636,8 @@ def test_precision_advice_follows_what_the_cpu_computes_natively():
     xeon = epyc | {"amx_bf16", "amx_int8", "avx512_fp16"}
     old = {"avx2"}
     assert "no AMX" in precision_advice("force_bfloat16", "openvino", epyc)
+    assert "pays less than int8" in precision_advice("force_bfloat16", "openvino", epyc)  # measured 575 vs 799
+    assert "emulated" in precision_advice("force_bfloat16", "openvino", {"avx2", "avx512_vnni"})
     assert precision_advice("force_bfloat16", "openvino", xeon) is None
     assert "will not pay" in precision_advice("force_float16", "openvino", xeon)  # measured 0.63x f32 there
     assert precision_advice("qint8_mixed_float16", "onnxruntime", epyc) is None
