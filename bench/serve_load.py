@@ -11,10 +11,11 @@ The server runs in its own process on loopback; clients are threads in this proc
 p50/p90/p95/p99 latency, average batch size (the server's inference / execution counters), rejected (503) and
 failed counts, and every answer checked against the same engine reading the image alone: lost and wrong counts.
 Beside it: the same engine in this process at batch 64 (images/s) on every usable core (``--reference-threads``),
-whatever the server's threads and instances. The soak runs 32 one-image clients for
-``--soak-s`` seconds and reports RSS at its start and end. ``--decode`` sets the CRNN decoding of both the server
-and the in-process reference (default ``words``, the server's default). ``--compare 1x2 2x1`` instead times server
-configurations (instances x threads) side by side at ``--soak-clients`` one-image clients, interleaved.
+whatever the server's threads and instances. The soak runs 32 one-image clients for ``--soak-s`` seconds and
+reports the server's RSS at its start, every ``--rss-every`` seconds, and at its end. ``--decode`` sets the CRNN
+decoding of both the server and the in-process reference (default ``words``, the server's default).
+``--compare 1x2 2x1`` instead times server configurations (instances x threads) side by side at ``--soak-clients``
+one-image clients, interleaved.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +38,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class RssSampler:
+    """``with RssSampler(pid, every_s) as series:`` appends (seconds since start, RSS MiB) every ``every_s`` seconds
+    from a background thread, so a soak's memory is a series (warm-up, then level or growth), not two numbers."""
+
+    def __init__(self, pid: int, every_s: float) -> None:
+        self.pid, self.every = pid, every_s
+        self.series: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.wait(self.every):
+            self.series.append((round(time.perf_counter() - t0, 1), rss_mib(self.pid)))
+
+    def __enter__(self) -> list[tuple[float, float]]:
+        if self.every > 0:
+            self._thread.start()
+        return self.series
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
 
 
 def rss_mib(pid: int) -> float:
@@ -132,7 +160,6 @@ def run_window_threads(base: str, images: list[bytes], expected: list[str], clie
     """One window with ``clients`` threads, each on its own keep-alive ``http.client`` connection: a lighter load
     generator than asyncio + httpx, whose own CPU cost at 64 connections starved the server on 2 shared cores."""
     import http.client
-    import threading
     from urllib.parse import urlsplit
 
     u = urlsplit(base)
@@ -301,6 +328,8 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=10)
     ap.add_argument("--soak-s", type=float, default=600.0)
     ap.add_argument("--soak-clients", type=int, default=32)
+    ap.add_argument("--rss-every", type=float, default=60.0,
+                    help="sample the server's RSS every this many seconds of the soak (0: start and end only)")
     ap.add_argument("--client", choices=["threads", "httpx"], default="threads",
                     help="load generator: threads with http.client keep-alive connections (default), or asyncio + "
                          "httpx (heavier: at 64 connections it starved the server on 2 shared cores)")
@@ -349,8 +378,10 @@ def main() -> None:
         soak = None
         if args.soak_s > 0:
             s_rss0 = rss_mib(srv.pid)
-            soak = asyncio.run(level(base, images, expected, args.soak_clients, 1, args.soak_s, 1, args.client))
-            soak.update({"rss_start_mib": s_rss0, "rss_end_mib": rss_mib(srv.pid), "seconds": args.soak_s})
+            with RssSampler(srv.pid, args.rss_every) as series:
+                soak = asyncio.run(level(base, images, expected, args.soak_clients, 1, args.soak_s, 1, args.client))
+            soak.update({"rss_start_mib": s_rss0, "rss_end_mib": rss_mib(srv.pid), "seconds": args.soak_s,
+                         "rss_series_mib": series})
     finally:
         srv.terminate()
         srv.wait(10)
@@ -372,6 +403,11 @@ def main() -> None:
         growth = (soak["rss_end_mib"] - soak["rss_start_mib"]) / soak["rss_start_mib"] * 100
         print(f"\nsoak {args.soak_s:.0f} s at {args.soak_clients} clients: RSS {soak['rss_start_mib']:.0f} -> "
               f"{soak['rss_end_mib']:.0f} MiB ({growth:+.1f} %)")
+        series = soak["rss_series_mib"]
+        if series:
+            half = [m for t, m in series if t >= args.soak_s / 2]
+            print(f"RSS every {args.rss_every:.0f} s: " + ", ".join(f"{m:.0f}" for _, m in series) + " MiB"
+                  + (f"; second half of the soak: {min(half):.0f}-{max(half):.0f} MiB" if half else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"decode": args.decode, "direct_batch64_images_per_s": direct,
                                                "reference_threads": ref_threads, "server_threads": args.threads,
