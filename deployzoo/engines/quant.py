@@ -59,24 +59,24 @@ def _binom_cdf(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
+def _solve_decreasing(f: Callable[[float], float], target: float, lo: float, hi: float, steps: int = 80) -> float:
+    """The x in [lo, hi] where the decreasing function f crosses ``target``, by bisection."""
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if f(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Exact two-sided interval for a binomial proportion (k successes in n), by bisection on the CDF."""
     if n == 0:
         return 0.0, 1.0
     a = (1 - confidence) / 2
-
-    def solve(f: Callable[[float], float], target: float) -> float:  # f decreasing in p
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            if f(mid) > target:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-
-    lower = 0.0 if k == 0 else solve(lambda p: _binom_cdf(k - 1, n, p), 1 - a)  # P(X >= k) = a
-    upper = 1.0 if k == n else solve(lambda p: _binom_cdf(k, n, p), a)  # P(X <= k) = a
+    lower = 0.0 if k == 0 else _solve_decreasing(lambda p: _binom_cdf(k - 1, n, p), 1 - a, 0.0, 1.0)  # P(X >= k) = a
+    upper = 1.0 if k == n else _solve_decreasing(lambda p: _binom_cdf(k, n, p), a, 0.0, 1.0)  # P(X <= k) = a
     return lower, upper
 
 
@@ -130,17 +130,7 @@ def tango_interval(lost: int, gained: int, n: int, confidence: float = CONFIDENC
             return 0.0 if num == 0 else math.copysign(math.inf, num)
         return num / math.sqrt(var)
 
-    def solve(target: float) -> float:  # the d in [-1, 1] where t(d) = target (t decreasing)
-        lo, hi = -1.0, 1.0
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            if t(mid) > target:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-
-    return solve(z), solve(-z)
+    return _solve_decreasing(t, z, -1.0, 1.0), _solve_decreasing(t, -z, -1.0, 1.0)
 
 
 def probe_needed(discordant_rate: float, budget: float, confidence: float = CONFIDENCE) -> int:
