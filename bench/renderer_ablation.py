@@ -5,6 +5,17 @@
 
     python bench/renderer_ablation.py --val SVT IC03 --steps 3 --batch-size 4 --quick                  # smoke
 
+    # the CPU proxy (2 cores): fine-tune the synthetic-only v1 weights with the shipped recipe's real/synthetic mix,
+    # one variant per core, two at a time
+    git show 6c89926:weights/crnn.pt > v1.pt
+    python bench/renderer_ablation.py --init v1.pt --real $R/{ic15,iiit5k,svt,ic03,ic13bd}_train --real-ratio 0.5 \
+        --val $V/svt_647 $V/ic03_860 --steps 800 --val-every 400 --batch-size 64 --lr 3e-4 --amp bf16 --threads 1 \
+        --workers 1 --parallel 2 --repeats 2 --val-synth 0 --out runs/ablation_ft --variants "full renderer" \
+        "- geometry (rotation, perspective, shear, curves, stretch)" \
+        "- degradations (blur, noise, low resolution, JPEG)"
+
+    (the trainer also validates on the held-out part of each --real set, pooled as "heldout")
+
 Trains one CRNN per variant with identical settings and seeds (same words, same schedule): the full renderer,
 then the renderer with one group of features switched off (``deployzoo train --synth-ablate``). Each run
 validates on the real sets (model selection data, never trained on) and on held-out words of the *full*
@@ -13,6 +24,11 @@ the model card's ablation table needs. Variants already finished in ``--out`` ar
 
 A difference is meaningful only beyond the run-to-run noise: ``--repeats 2`` trains the full renderer twice
 with another training seed and reports their gap as the noise floor.
+
+``--init`` / ``--real`` make it a fine-tuning proxy that fits a CPU: every variant starts from the same weights
+and mixes the same real words with its synthetic half (``--real-ratio``), so it measures what the renderer
+features still add to the shipped recipe over a short schedule, not what they give a model trained from scratch.
+``--parallel N`` runs N variants at once (one per core with ``--threads 1``).
 """
 
 from __future__ import annotations
@@ -52,6 +68,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--amp", default="auto")
     ap.add_argument("--workers", type=int, default=-1)
     ap.add_argument("--val-synth", type=int, default=1000)
+    ap.add_argument("--init", default=None, help="start every variant from these weights (fine-tuning proxy)")
+    ap.add_argument("--real", nargs="+", default=None, help="real word sets mixed into every variant's batches")
+    ap.add_argument("--real-ratio", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    ap.add_argument("--parallel", type=int, default=1, help="variants trained at the same time")
+    ap.add_argument("--val-every", type=int, default=0, help="validation interval (default: a quarter of --steps)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of the full renderer (seeds 0, 1, ...)")
     ap.add_argument("--launcher", default=f"{shlex.quote(sys.executable)} -m deployzoo.cli",
                     help="how to start training, e.g. 'torchrun --nproc_per_node 8 -m deployzoo.cli'")
@@ -71,29 +93,61 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
     return out / (f"{slug}_seed{seed}" if seed else slug)
 
 
-def train(a, name: str, seed: int) -> dict:
-    """Train one variant (unless its run already finished) and return its last validation row."""
+def command(a, name: str, seed: int) -> list[str]:
     d = run_dir(Path(a.out), name, seed)
-    done = d / "DONE"
-    if not done.exists():
-        cmd = [*shlex.split(a.launcher), "train", "crnn", "--out", str(d), "--steps", str(a.steps),
-               "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--schedule", a.schedule, "--amp", a.amp,
-               "--workers", str(a.workers), "--seed", str(seed), "--val", *a.val, "--val-synth", str(a.val_synth),
-               "--val-every", str(max(1, a.steps // 4)), "--ckpt-every", str(max(1, a.steps // 10)), "--resume",
-               "--no-progress"]
-        if VARIANTS[name]:
-            cmd += ["--synth-ablate", *VARIANTS[name]]
-        print(f"[{name}] {' '.join(shlex.quote(c) for c in cmd)}", file=sys.stderr, flush=True)
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        done.write_text(f"{time.perf_counter() - t:.1f}\n")
+    cmd = [*shlex.split(a.launcher), "train", "crnn", "--out", str(d), "--steps", str(a.steps),
+           "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--schedule", a.schedule, "--amp", a.amp,
+           "--workers", str(a.workers), "--seed", str(seed), "--val", *a.val, "--val-synth", str(a.val_synth),
+           "--val-every", str(a.val_every or max(1, a.steps // 4)), "--ckpt-every", str(max(1, a.steps // 10)),
+           "--resume", "--no-progress", "--threads", str(a.threads)]
+    if a.init:
+        cmd += ["--init", a.init]
+    if a.real:
+        cmd += ["--real", *a.real, "--real-ratio", str(a.real_ratio)]
+    if VARIANTS[name]:
+        cmd += ["--synth-ablate", *VARIANTS[name]]
+    return cmd
+
+
+def train_all(a, jobs: list[tuple[str, int]]) -> list[dict]:
+    """Train every (variant, seed) not finished yet, ``a.parallel`` at a time, then read each one's last
+    validation row."""
+    todo = [(n, s) for n, s in jobs if not (run_dir(Path(a.out), n, s) / "DONE").exists()]
+    running: list[tuple[str, int, subprocess.Popen, float]] = []
+    while todo or running:
+        while todo and len(running) < max(1, a.parallel):
+            name, seed = todo.pop(0)
+            cmd = command(a, name, seed)
+            d = run_dir(Path(a.out), name, seed)
+            d.mkdir(parents=True, exist_ok=True)
+            print(f"[{name}, seed {seed}] {' '.join(shlex.quote(c) for c in cmd)}", file=sys.stderr, flush=True)
+            with open(d / "stdout.log", "ab") as log:
+                running.append((name, seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
+                                time.perf_counter()))
+        time.sleep(2)
+        for job in list(running):
+            name, seed, proc, t = job
+            if proc.poll() is None:
+                continue
+            running.remove(job)
+            d = run_dir(Path(a.out), name, seed)
+            if proc.returncode:
+                for p in running:
+                    p[2].terminate()
+                raise SystemExit(f"[{name}, seed {seed}] training failed (exit {proc.returncode}); see {d}/stdout.log")
+            (d / "DONE").write_text(f"{time.perf_counter() - t:.1f}\n")
+    return [result(a, n, s) for n, s in jobs]
+
+
+def result(a, name: str, seed: int) -> dict:
+    d = run_dir(Path(a.out), name, seed)
     with open(d / "val.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise SystemExit(f"{d}/val.csv has no validation rows")
     last = {k: float(v) for k, v in rows[-1].items()}
     return {"variant": name, "off": VARIANTS[name], "seed": seed, "dir": str(d), "step": int(last.pop("step")),
-            "accuracy": last, "seconds": float(done.read_text())}
+            "accuracy": last, "seconds": float((d / "DONE").read_text())}
 
 
 def table(rec: dict) -> str:
@@ -119,8 +173,9 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [train(a, "full renderer", s) for s in range(a.repeats)] if "full renderer" in a.variants else []
-    runs += [train(a, v, 0) for v in a.variants if v != "full renderer"]
+    jobs = [("full renderer", s) for s in range(a.repeats)] if "full renderer" in a.variants else []
+    jobs += [(v, 0) for v in a.variants if v != "full renderer"]
+    runs = train_all(a, jobs)
     rec = {"command": "python bench/renderer_ablation.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])),
            "settings": {k: v for k, v in vars(a).items() if k != "json"}, "runs": runs}
     js = Path(a.json or out / "ablation.json")
