@@ -281,9 +281,10 @@ class WordPrior:
 
     def __init__(self, words: Sequence[str], zipf: Sequence[float], weight: float = 0.75, oov_zipf: float = 6.0,
                  oov_per_char: float | None = None, max_edits: int = 4, sure: float = 0.9, candidates: int = 64,
-                 alphabet: str = ALPHABET) -> None:
+                 alphabet: str = ALPHABET, min_zipf: float | None = None) -> None:
         allowed = set(alphabet)
-        keep = [(w, float(z)) for w, z in zip(words, zipf) if w and set(w) <= allowed]
+        keep = [(w, float(z)) for w, z in zip(words, zipf)
+                if w and set(w) <= allowed and (min_zipf is None or float(z) >= min_zipf)]
         if not keep:
             raise ValueError("word list is empty after keeping words of the alphabet")
         self.words = [w for w, _ in keep]
@@ -291,6 +292,7 @@ class WordPrior:
         self.weight, self.oov_zipf, self.max_edits = weight, oov_zipf, max_edits
         self.oov_per_char = float(np.log10(len(alphabet))) if oov_per_char is None else oov_per_char
         self.log_sure, self.candidates, self.alphabet = float(np.log(sure)), candidates, alphabet
+        self.sure, self.min_zipf = sure, min_zipf
         self._index = {c: i + 1 for i, c in enumerate(alphabet)}
 
     def prior(self, text: str) -> float:
