@@ -112,3 +112,13 @@ def test_make_decoder(tmp_path):
     assert isinstance(make_decoder("greedy", lexicon=tmp_path / "lex.txt"), Lexicon)
     with pytest.raises(DeployzooError, match="unknown decoding 'beam'"):
         make_decoder("beam")
+
+
+def test_word_prior_min_zipf_drops_rare_listed_words():
+    # 'w' read at 0.95 against 'e' at 0.04: listed as a rare token, "hwllo" keeps the reading (log(0.95/0.04) = 3.2
+    # nats beat the prior's 0.75 x (5 - 1) = 3); not listed, it scores as random letters and "hello" wins
+    x = _spell("hello", {1: {"w": 0.95, "e": 0.04, "-": 0.01}})
+    words, zipf = ["hello", "hwllo", "world"], [5.0, 1.0, 5.2]
+    assert WordPrior(words, zipf).decode_batch(x)[0].text == "hwllo"
+    pruned = WordPrior(words, zipf, min_zipf=1.5)
+    assert "hwllo" not in pruned.zipf and pruned.decode_batch(x)[0].text == "hello"
