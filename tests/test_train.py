@@ -64,11 +64,13 @@ def test_crnn_overfits_16_words(tmp_path, words32):
     inference alike: with the default 16-pixel buckets a network that memorises words learns where the batch
     padding ends (the backward LSTM reads it) and reads a word padded otherwise one letter short. A cosine decay:
     at a constant 2e-3 or 3e-3 Adam's loss spiked in the last 50 of 300 steps and left a network that read 6 % of
-    its 32 words on one thread."""
+    its 32 words on one thread. 400 steps: at 300 the fp32 trajectory depends on the CPU's kernels, and an AMD EPYC
+    (no AMX) stopped at loss ~0.3 with 5 of 16 words one letter short (16 of 16 on a Xeon with AMX); at 400 it
+    reached loss 0.02 and read all 16."""
     from deployzoo.process.ctc import Greedy, Lexicon
 
     words = words32[:16]
-    tr = Trainer(_cfg(tmp_path, steps=300, batch_size=16, augment=0, lr=3e-3, schedule="cosine", warmup_steps=20,
+    tr = Trainer(_cfg(tmp_path, steps=400, batch_size=16, augment=0, lr=3e-3, schedule="cosine", warmup_steps=20,
                       log_every=25, width_groups=1, bucket=128, threads=1), train_set=words)
     hist = tr.fit()["history"]
     assert hist[-1]["loss"] < hist[0]["loss"] / 20, f"loss did not fall: {[h['loss'] for h in hist]}"
@@ -76,7 +78,7 @@ def test_crnn_overfits_16_words(tmp_path, words32):
     images, labels = [img for img, _ in words], [w for _, w in words]
     greedy = Recognizer(EagerRunner(tr.model.eval()), tr.pre, decoder=Greedy()).recognize(images)
     misread = [(p.text, w) for p, w in zip(greedy, labels) if p.text != w]
-    assert len(misread) <= 1, misread  # 16 of 16 on this machine; one letter of slack for other CPUs' rounding
+    assert len(misread) <= 1, misread  # 16 of 16 on both CPU kinds measured; one letter of slack for others
     # every image's own word is the most probable of the 16 (CTC probability summed over all alignments)
     closed = Recognizer(EagerRunner(tr.model), tr.pre, decoder=Lexicon(labels)).recognize(images)
     assert [p.text for p in closed] == labels
