@@ -26,10 +26,9 @@ def models() -> int:
 
 
 def _tall(upright: bool) -> float | None:
-    """``--upright``: every crop read upright only; otherwise tall crops are also read turned (``TALL``)."""
-    from deployzoo.process.crnn import TALL
+    from deployzoo.process.crnn import tall_threshold
 
-    return None if upright else TALL
+    return tall_threshold(upright)
 
 
 def _recognizer(model: str, checkpoint, engine, lexicon, batch_size: int, threads: int | None,

@@ -9,6 +9,15 @@ from deployzoo import __version__
 from deployzoo.process.ctc import DECODERS
 
 
+def _word_reading_flags(p: argparse.ArgumentParser) -> None:
+    """How CRNN output is read, the same for recognize, eval and serve."""
+    p.add_argument("--decode", choices=DECODERS, default="words",
+                   help="crnn: words = English word prior (default), greedy = best path")
+    p.add_argument("--upright", action="store_true",
+                   help="crnn: read every crop upright only (default: a crop more than 1.5x taller than wide is also "
+                        "read turned a quarter both ways, the most confident reading wins)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deployzoo", description="Trained vision models to fast, verified inference.")
     p.add_argument("--version", action="version", version=f"deployzoo {__version__}")
@@ -21,11 +30,7 @@ def make_parser() -> argparse.ArgumentParser:
     _weights_args(r)
     r.add_argument("--model", default="crnn", help="model name (default crnn)")
     r.add_argument("--lexicon", help="word list: pick the word with the highest CTC probability")
-    r.add_argument("--decode", choices=DECODERS, default="words",
-                   help="crnn: words = English word prior (default), greedy = best path")
-    r.add_argument("--upright", action="store_true",
-                   help="crnn: read every crop upright only (default: a crop more than 1.5x taller than wide is also "
-                        "read turned a quarter both ways, the most confident reading wins)")
+    _word_reading_flags(r)
     r.add_argument("--batch-size", type=_pos_int, default=32)
     r.add_argument("--threads", type=_pos_int, help="intra-op threads (default: the library's)")
     r.add_argument("--json", dest="json_out", action="store_true", help="print JSON instead of lines")
@@ -37,11 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
     _weights_args(e, multi=True)
     e.add_argument("--batch-size", type=_pos_int, help="default: 64 words, 32 ImageNet images, 1 Cityscapes frame")
     e.add_argument("--lexicon", help="word list for lexicon-constrained decoding (crnn)")
-    e.add_argument("--decode", choices=DECODERS, default="words",
-                   help="crnn: words = English word prior (default), greedy = best path")
-    e.add_argument("--upright", action="store_true",
-                   help="crnn: read every crop upright only (default: a crop more than 1.5x taller than wide is also "
-                        "read turned a quarter both ways, the most confident reading wins)")
+    _word_reading_flags(e)
     e.add_argument("--limit", type=_pos_int, help="evaluate N images spread evenly over the set")
     e.add_argument("--label-file", help="ImageNet: lines 'FILE LABEL' instead of class folders")
     e.add_argument("--flip", action="store_true", help="Cityscapes: add horizontally flipped inference")
@@ -155,11 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--instances", type=_pos_int, default=2,
                    help="engine instances sharing the queue (default 2: one runs while the other pre- and "
                         "post-processes)")
-    v.add_argument("--decode", choices=DECODERS, default="words",
-                   help="crnn: words = English word prior (default), greedy = best path")
-    v.add_argument("--upright", action="store_true",
-                   help="crnn: read every crop upright only (default: a crop more than 1.5x taller than wide is also "
-                        "read turned a quarter both ways, the most confident reading wins)")
+    _word_reading_flags(v)
 
     x = sub.add_parser("export-triton", help="write an NVIDIA Triton model repository from an ONNX Runtime engine")
     x.add_argument("engine", metavar="ENGINE_DIR")

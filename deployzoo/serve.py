@@ -401,9 +401,9 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
     if get_spec(name).task != "segmentation":
         extra["batch_size"] = cfg.max_batch_size
     if get_spec(name).task == "text":
-        extra["decode"] = cfg.decode
-        if cfg.upright:
-            extra["tall"] = None
+        from deployzoo.process.crnn import tall_threshold
+
+        extra["decode"], extra["tall"] = cfg.decode, tall_threshold(cfg.upright)
         if not alphabet:
             from deployzoo.process.text import ALPHABET
 

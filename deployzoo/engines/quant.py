@@ -8,8 +8,8 @@ not carry information) and Tango's unconditional score interval (which also coun
 words are discordant; see ``paired_drop``). A layer is kept in float only when its harm is measured beyond noise
 (the interval's lower end above zero), so a 512-word probe cannot keep a layer float because two words flipped;
 and the build says when the probe is too small to resolve the budget it enforces, and how many words it would
-need. On an unlabelled probe the budget bounds the fraction of images whose
-decoded output differs from the float model's (a direct count, no sampling question about the change itself).
+need. On an unlabelled probe the budget bounds the fraction of images whose decoded output differs from the float
+model's (a direct count, no sampling question about the change itself).
 
 ``choose_float_nodes(candidates, make, ...)`` is backend-agnostic: ``make(quantized_nodes) -> run`` builds a
 runnable model with exactly those nodes quantised (ONNX Runtime QDQ, NNCF, ...).
@@ -145,14 +145,7 @@ def probe_needed(discordant_rate: float, budget: float, confidence: float = CONF
 
 def _z(confidence: float) -> float:
     """Two-sided standard-normal quantile, by bisection on erf (no scipy at runtime)."""
-    lo, hi = 0.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        if math.erf(mid / math.sqrt(2)) < confidence:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    return _solve_decreasing(lambda x: -math.erf(x / math.sqrt(2)), -confidence, 0.0, 10.0)
 
 
 # ----------------------------------------------------------------------------------------------- the budget

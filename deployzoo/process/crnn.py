@@ -81,6 +81,11 @@ def preprocess(gray: np.ndarray, cfg: CrnnPreprocess = CrnnPreprocess()) -> np.n
 TALL = 1.5
 
 
+def tall_threshold(upright: bool) -> float | None:
+    """``--upright`` (CLI, server): every crop read upright only (None); otherwise tall crops are also read turned."""
+    return None if upright else TALL
+
+
 def views(gray: np.ndarray, cfg: CrnnPreprocess, tall: float | None = TALL) -> np.ndarray | tuple[np.ndarray, ...]:
     """uint8 gray -> ``preprocess`` of it, or, for a tall crop (height > ``tall`` x width), a tuple of three
     inputs: upright, turned clockwise, turned counter-clockwise. Which reading wins is decided after decoding
