@@ -161,10 +161,15 @@ def build(model: str, precision: str, out: str, backend: str = "onnxruntime", ch
           shape_mutable: bool = True, batch_size: int | None = None, threads: int | None = None,
           probe_count: int | None = None, max_accuracy_drop: float = 0.5, max_disagreement: float = 1.0,
           input_size: tuple[int, int] | None = None, int8_lstm: bool = False, portable: bool = False,
-          compact_lstm: bool = False) -> int:
+          compact_lstm: bool = False, float_precision: str = "auto") -> int:
     """``deployzoo build MODEL --precision P --out DIR``: a verified, self-describing engine directory.
-    The int8 budgets are given here in points / percent (the CLI's units); None switches one off."""
+    The int8 budgets are given here in points / percent (the CLI's units); None switches one off.
+    ``float_precision``: what an OpenVINO int8 engine's float layers run in (auto: bf16 where native, else f32)."""
     from deployzoo.engines.build import build_engine
+
+    if float_precision != "auto" and backend != "openvino":
+        raise DeployzooError(f"build: --float-precision {float_precision} applies to openvino int8 engines only "
+                             f"(backend here: {backend})")
 
     for what, v in (("--max-accuracy-drop", max_accuracy_drop), ("--max-disagreement", max_disagreement)):
         if v is not None and not 0 <= v <= 100:
@@ -177,7 +182,8 @@ def build(model: str, precision: str, out: str, backend: str = "onnxruntime", ch
                         max_accuracy_drop=None if max_accuracy_drop is None else max_accuracy_drop / 100,
                         max_disagreement=None if max_disagreement is None else max_disagreement / 100,
                         input_size=input_size, options={"int8_lstm": int8_lstm, "portable": portable,
-                                                                  "compact_lstm": compact_lstm})
+                                                                  "compact_lstm": compact_lstm,
+                                                                  "float_precision": float_precision})
     from deployzoo.engines.manifest import read_manifest
     from deployzoo.engines.quant import summary_lines
 

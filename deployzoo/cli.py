@@ -92,6 +92,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "the file, same compute, batch-invariant (kept only within the budget)")
     b.add_argument("--portable", action="store_true",
                    help="onnxruntime int8: 7-bit weights, exact on CPUs without VNNI too (for engines you ship)")
+    b.add_argument("--float-precision", default="auto", choices=["auto", "f32", "bf16", "f16"],
+                   help="openvino int8: what the layers left in float (the LSTMs) run in; auto: bf16 where the CPU "
+                        "computes bf16 natively (avx512_bf16 / AMX), else f32")
     b.add_argument("--shape-mutable", type=_bool, default=True)
     b.add_argument("--batch-size", type=_pos_int, help="fixed batch when --shape-mutable false")
     b.add_argument("--threads", type=_pos_int)

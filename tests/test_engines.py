@@ -264,7 +264,7 @@ def test_openvino_half_precisions_really_run_in_half(precision, cap, tol, crnn_s
     assert rel_l2(eng(x), run_torch(model, x)) < tol
 
 
-def test_openvino_int8_nncf(crnn_seeded_ckpt, calib_words, tmp_path, model, word_batch):
+def test_openvino_int8_nncf(crnn_seeded_ckpt, calib_words, tmp_path, model, word_batch, monkeypatch):
     _need_openvino()
     pytest.importorskip("nncf", reason="NNCF not installed: pip install deployzoo[openvino]")
     p = build_engine("crnn", "int8", backend="openvino", checkpoint=crnn_seeded_ckpt, calib_data=calib_words,
@@ -277,6 +277,34 @@ def test_openvino_int8_nncf(crnn_seeded_ckpt, calib_words, tmp_path, model, word
     prec = {p for layer in ("Convolution", "FullyConnected") for p in eng.manifest["computes"].get(layer, {})}
     assert prec & {"u8", "i8"}  # int8 kernels really run
     check_int8(eng, model, word_batch)
+    from deployzoo.engines import openvino as ovmod
+
+    # the float layers (the LSTMs) run in bf16 where the CPU computes it natively, else f32; recorded and really run
+    hint = ovmod.float_parts_hint(None, ovmod.capabilities())
+    assert eng.manifest["backend_options"]["config"]["INFERENCE_PRECISION_HINT"] == hint
+    assert q["float_parts_dtype"] == hint and set(eng.manifest["computes"]["RNNSeq"]) == {hint}
+    # the same engine opened on a CPU without native bf16: float layers in f32, with a warning, same text
+    monkeypatch.setattr(ovmod, "capabilities", lambda: ["FP32", "INT8"])
+    m = json.loads(json.dumps(eng.manifest))
+    m["backend_options"]["config"]["INFERENCE_PRECISION_HINT"] = "bf16"
+    with pytest.warns(UserWarning, match="built to run in bf16.*running them in f32"):
+        run = ovmod.load(p, m, threads=1)
+    assert ovmod._type_name(run.compiled.get_property("INFERENCE_PRECISION_HINT")) == "f32"
+    check_int8(run, model, word_batch)
+    m["precision"] = "force_bfloat16"  # a bf16 engine is refused there instead: its point is bf16
+    with pytest.raises(EngineError, match="no native bf16"):
+        ovmod.load(p, m, threads=1)
+
+
+def test_openvino_int8_float_parts_follow_the_cpu():
+    from deployzoo.engines.openvino import float_parts_hint
+
+    assert float_parts_hint(None, ["FP32", "BF16", "INT8"]) == "bf16"  # avx512_bf16 / AMX: LSTMs 22.9 -> 13 ms
+    assert float_parts_hint("auto", ["FP32", "INT8"]) == "f32"
+    assert float_parts_hint("fp32", ["FP32", "BF16"]) == "f32"
+    assert float_parts_hint("f16", ["FP32", "FP16"]) == "f16"
+    with pytest.raises(EngineError, match="use auto, f32, bf16 or f16"):
+        float_parts_hint("int4", ["FP32"])
 
 
 def test_openvino_missing_gives_install_hint(monkeypatch, tmp_path):
