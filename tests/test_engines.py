@@ -299,12 +299,45 @@ def test_openvino_int8_nncf(crnn_seeded_ckpt, calib_words, tmp_path, model, word
 def test_openvino_int8_float_parts_follow_the_cpu():
     from deployzoo.engines.openvino import float_parts_hint
 
-    assert float_parts_hint(None, ["FP32", "BF16", "INT8"]) == "bf16"  # avx512_bf16 / AMX: LSTMs 22.9 -> 13 ms
+    assert float_parts_hint(None, ["FP32", "BF16", "INT8"]) == "bf16"  # native bf16 (avx512_bf16 or AMX)
     assert float_parts_hint("auto", ["FP32", "INT8"]) == "f32"
     assert float_parts_hint("fp32", ["FP32", "BF16"]) == "f32"
     assert float_parts_hint("f16", ["FP32", "FP16"]) == "f16"
     with pytest.raises(EngineError, match="use auto, f32, bf16 or f16"):
         float_parts_hint("int4", ["FP32"])
+
+
+def test_openvino_fixed_batch_engine_runs_its_one_shape_static(crnn_seeded_ckpt, tmp_path, model):
+    """A fixed-batch CRNN engine with fixed-width pre-processing has one input shape: OpenVINO compiles a static
+    copy for it (faster kernels); other shapes (the build's parity widths) run on the dynamic model. Either way the
+    output matches PyTorch, and a row never depends on the other rows' content or its position."""
+    _need_openvino()
+    from deployzoo.engines.openvino import static_shape
+
+    p = build_engine("crnn", "fp32", backend="openvino", checkpoint=crnn_seeded_ckpt, shape_mutable=False,
+                     batch_size=4, out=tmp_path / "ovfix", threads=1, progress=False)
+    eng = open_engine(p, threads=1)
+    run = eng.runner
+    assert eng.manifest["backend_options"]["static_shape"] == [4, 1, 32, 100] and run.static_shape == (4, 1, 32, 100)
+    assert run._dynamic is None  # nothing compiled for other shapes until one arrives
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (4, 1, 32, 100)).astype(np.float32)
+    out = run(x)
+    np.testing.assert_allclose(out, run_torch(model, x), rtol=0, atol=1e-4)
+    assert run._dynamic is None  # the static copy served it
+    y = x.copy()
+    y[1:] = rng.uniform(-1, 1, (3, 1, 32, 100))
+    np.testing.assert_array_equal(run(y)[:, 0], out[:, 0])  # other rows' content: no effect
+    np.testing.assert_array_equal(run(x[[3, 1, 2, 0]])[:, 3], out[:, 0])  # position: no effect
+    x64 = rng.uniform(-1, 1, (4, 1, 32, 64)).astype(np.float32)
+    np.testing.assert_allclose(run(x64), run_torch(model, x64), rtol=0, atol=1e-4)  # other widths: dynamic model
+    assert run._dynamic is not None
+    np.testing.assert_allclose(eng(x[:3]), out[:, :3], rtol=0, atol=1e-5)  # 3 words: padded to the fixed batch
+    spec = {"shape": [4, 1, 32, "width"], "fixed_batch": 4}
+    assert static_shape(spec, {"width": 100, "keep_ratio": False}) == [4, 1, 32, 100]
+    assert static_shape(spec, {"width": 100, "keep_ratio": True}) is None  # the width follows each image
+    assert static_shape({"shape": ["batch", 1, 32, "width"], "fixed_batch": None}, {"width": 100}) is None
+    assert static_shape({"shape": [2, 3, 224, 224], "fixed_batch": 2}, {}) == [2, 3, 224, 224]
 
 
 def test_openvino_missing_gives_install_hint(monkeypatch, tmp_path):
@@ -664,7 +697,7 @@ def test_precision_advice_follows_what_the_cpu_computes_natively():
     xeon = epyc | {"amx_bf16", "amx_int8", "avx512_fp16"}
     old = {"avx2"}
     assert "no AMX" in precision_advice("force_bfloat16", "openvino", epyc)
-    assert "pays less than int8" in precision_advice("force_bfloat16", "openvino", epyc)  # measured 575 vs 799
+    assert "pays less than int8" in precision_advice("force_bfloat16", "openvino", epyc)  # measured 646 vs 935
     assert "emulated" in precision_advice("force_bfloat16", "openvino", {"avx2", "avx512_vnni"})
     assert precision_advice("force_bfloat16", "openvino", xeon) is None
     assert "will not pay" in precision_advice("force_float16", "openvino", xeon)  # measured 0.63x f32 there

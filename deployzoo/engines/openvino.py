@@ -74,9 +74,10 @@ def _require_hint(hint: str, where: str) -> None:
 
 def float_parts_hint(option: str | None, caps: list[str]) -> str:
     """INFERENCE_PRECISION_HINT for the layers an int8 engine leaves in float. ``auto`` (the default): bf16 where
-    OpenVINO reports native bf16 (BF16 capability: avx512_bf16 or AMX-BF16), else f32. Measured on an AMD EPYC with
-    avx512_bf16 and no AMX (batch 64, 2 threads): the CRNN's two LSTMs take 22-24 ms of a 66 ms int8 batch in f32
-    and 12-13 ms in bf16 (README, "OpenVINO int8: float parts in bf16")."""
+    OpenVINO reports native bf16 (BF16 capability: avx512_bf16 or AMX-BF16), else f32. OpenVINO's CPU plugin runs
+    LSTMSequence in float even when NNCF quantised its inputs. On an AMD EPYC with avx512_bf16 and no AMX the gain
+    measured side by side is small (about 1 % on dynamic shapes, README "float parts in bf16"); f32 by hand keeps
+    the float parts bit-comparable with the f32 engine."""
     opt = {None: "auto", "fp32": "f32", "fp16": "f16"}.get(option, option)
     if opt == "auto":
         return "bf16" if "BF16" in caps else "f32"
@@ -101,22 +102,60 @@ def runtime_precisions(compiled) -> dict[str, dict[str, int]]:
 
 
 class OvRunner:
-    """(B, C, H, W) float32 -> first output, one compiled model and one infer request."""
+    """(B, C, H, W) float32 -> first output, one compiled model and one infer request.
+
+    ``static_shape``: the one input shape a fixed-batch engine always receives (its batch, and the width of a
+    fixed-width pre-processing). Inputs of that shape run on a copy of the model compiled for it (OpenVINO's CPU
+    kernels for fully static shapes run faster than for dynamic ones), any other shape on the dynamic model,
+    compiled on first use. A row's output never depends on the other rows' content or its position (tested)."""
 
     name = "openvino"
 
-    def __init__(self, model, config: dict, threads: int | None = None) -> None:
+    def __init__(self, model, config: dict, threads: int | None = None,
+                 static_shape: "list[int] | None" = None) -> None:
         ov = _ov()
-        cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **config}
+        self._cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **config}
         if threads:
-            cfg["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU", cfg)
-        self.request = self.compiled.create_infer_request()
+            self._cfg["INFERENCE_NUM_THREADS"] = int(threads)
+        self._core = ov.Core()
+        self._model = self._core.read_model(str(model)) if isinstance(model, (str, Path)) else model
+        self.static_shape = tuple(int(v) for v in static_shape) if static_shape else None
+        self._dynamic = None
+        self._static = None
+        if self.static_shape:
+            static = self._model.clone()
+            static.reshape({static.inputs[0].get_any_name(): ov.PartialShape(list(self.static_shape))})
+            self._static = self._compile(static)
+        else:
+            self._dynamic = self._compile(self._model)
+        self.compiled = (self._static or self._dynamic)[0]
         self.threads = threads
 
+    def _compile(self, model) -> tuple:
+        compiled = self._core.compile_model(model, "CPU", self._cfg)
+        return compiled, compiled.create_infer_request()
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        res = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-        return np.array(res[self.compiled.output(0)], dtype=np.float32, copy=True)  # the request reuses its buffers
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._static is not None and x.shape == self.static_shape:
+            compiled, request = self._static
+        else:
+            if self._dynamic is None:
+                self._dynamic = self._compile(self._model)
+            compiled, request = self._dynamic
+        res = request.infer({0: x})
+        return np.array(res[compiled.output(0)], dtype=np.float32, copy=True)  # the request reuses its buffers
+
+
+def static_shape(spec: dict, preprocess: dict | None) -> list[int] | None:
+    """The single input shape of a fixed-batch engine: its batch, and for a text model with fixed-width
+    pre-processing (CRNN stretched to 100x32) that width; None when any axis still varies."""
+    if not spec.get("fixed_batch"):
+        return None
+    pre = preprocess or {}
+    shape = [pre["width"] if d == "width" and not pre.get("keep_ratio") and pre.get("width") else d
+             for d in spec["shape"]]
+    return [int(d) for d in shape] if all(isinstance(d, int) for d in shape) else None
 
 
 def load(path: Path, manifest: dict, threads: int | None = None) -> OvRunner:
@@ -131,7 +170,7 @@ def load(path: Path, manifest: dict, threads: int | None = None) -> OvRunner:
         config["INFERENCE_PRECISION_HINT"] = hint = "f32"
     _require_hint(hint, f"engine {path}")
     try:
-        return OvRunner(path / manifest["entry"], config, threads)
+        return OvRunner(path / manifest["entry"], config, threads, opts.get("static_shape"))
     except RuntimeError as e:
         raise EngineError(f"engine {path}: OpenVINO cannot compile {manifest['entry']} ({str(e).splitlines()[0]})")
 
@@ -144,6 +183,9 @@ def build(ctx) -> dict:
     caps = capabilities()
     hint = float_parts_hint(ctx.options.get("float_precision"), caps) if int8 else HINTS[ctx.precision]
     _require_hint(hint, f"build {ctx.model} openvino {ctx.short}")
+    from deployzoo.export import preprocess_params, read_onnx_metadata
+
+    fixed_shape = static_shape(ctx.spec, preprocess_params(ctx.model, ctx.meta)["preprocess"])
     if int8:
         ctx.log(f"float layers of the int8 engine run in {hint}"
                 + (" (native bf16 on this CPU; --float-precision f32 to keep them f32)" if hint == "bf16" else ""))
@@ -154,13 +196,11 @@ def build(ctx) -> dict:
         config = {"INFERENCE_PRECISION_HINT": hint}
         quant = None
         if int8:
-            model, quant = _int8(ctx, model, hint)
-        from deployzoo.export import read_onnx_metadata
-
+            model, quant = _int8(ctx, model, hint, fixed_shape)
         for k, v in read_onnx_metadata(onnx_path).items():  # the ONNX metadata_props travel into the IR's rt_info
             model.set_rt_info(v if isinstance(v, str) else json.dumps(v), ["deployzoo", k])
         ov.save_model(model, str(ctx.dir / ENTRY), compress_to_fp16=ctx.precision == "force_float16")
-    run = OvRunner(ctx.dir / ENTRY, config, ctx.threads)
+    run = OvRunner(ctx.dir / ENTRY, config, ctx.threads, fixed_shape)
     computes = runtime_precisions(run.compiled)
     ctx.log(f"runtime precisions with hint {hint}: {computes}")
     tol = {"f32": (1e-4, 1e-5), "f16": (5e-2, 1e-2), "bf16": (2e-1, 5e-2)}[hint] if not int8 else None
@@ -173,12 +213,13 @@ def build(ctx) -> dict:
         "export": export,
         "parity": parity,
         "backend_options": {"device": "CPU", "config": {**config, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
+                            "static_shape": fixed_shape,
                             "cpu_capabilities": caps, "threads_at_build": ctx.threads,
                             "default_precision_hint_here": _type_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))},
     }
 
 
-def _int8(ctx, model, hint: str):
+def _int8(ctx, model, hint: str, fixed_shape: list[int] | None):
     nncf = _nncf()
     from deployzoo.engines.quant import choose_float_nodes, measure, summary_lines
 
@@ -207,12 +248,12 @@ def _int8(ctx, model, hint: str):
     results = {}
     for p in tried:
         t = time.perf_counter()
-        results[p] = {**measure(ctx.model, OvRunner(quantize(p, set(cands)), config, ctx.threads), ctx.probe,
-                                reference), "seconds": round(time.perf_counter() - t, 2)}
+        run = OvRunner(quantize(p, set(cands)), config, ctx.threads, fixed_shape)
+        results[p] = {**measure(ctx.model, run, ctx.probe, reference), "seconds": round(time.perf_counter() - t, 2)}
         ctx.log(f"NNCF preset {p}: all layers int8 -> {ctx.budget.describe(results[p])}")
     preset = min(tried, key=lambda p: ctx.budget.error_key(results[p]))
-    choice = choose_float_nodes(cands, lambda q: OvRunner(quantize(preset, q), config, ctx.threads), ctx.model,
-                                ctx.probe, reference, ctx.budget, ctx.log, ctx.options.get("measure_each"))
+    choice = choose_float_nodes(cands, lambda q: OvRunner(quantize(preset, q), config, ctx.threads, fixed_shape),
+                                ctx.model, ctx.probe, reference, ctx.budget, ctx.log, ctx.options.get("measure_each"))
     final = quantize(preset, set(choice["quantized_nodes"]))
     ctx.log(f"int8 layers: {len(choice['quantized_nodes'])} of {len(cands)}; float: {choice['float_nodes'] or 'none'}")
     for line in summary_lines(choice, ctx.budget):
