@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out-dir", default="runs/int8_budget", help="engines and the rendered calibration set")
     ap.add_argument("--json", default=None, help="JSON output (default OUT_DIR/int8_budget.json)")
     ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    ap.add_argument("--retable", action="store_true",
+                    help="build and time nothing: re-read the rows from OUT_DIR's engine manifests and the speeds "
+                         "from the JSON record of an earlier run, and print its table again")
     a = ap.parse_args(argv)
     if a.quick:
         a.rendered_count, a.calib_count, a.probe_count, a.duration, a.rounds = 48, 16, 24, 0.3, 1
@@ -99,6 +102,7 @@ def row_record(name: str, manifest: dict, calib_name: str, seconds: float) -> di
 
     lstm = q.get("lstm") or {}
     return {"row": name, "calibration": calib_name, "recipe": ROWS[name][3], "backend": manifest["backend"],
+            "calibration_images": q["calibration"]["images"],
             "all_int8": effect(q["all_int8"]), "float_nodes": q["float_nodes"], "verdict": q["verdict"],
             "words_needed": (q.get("probe_check") or {}).get("words_needed"),
             "enough": (q.get("probe_check") or {}).get("enough"),
@@ -154,7 +158,8 @@ def table(rec: dict) -> str:
         needed = "-" if r["words_needed"] is None else f"{r['words_needed']:,}" + (" (enough)" if r["enough"] else "")
         ips = rec["speed"].get(r["row"], {}).get("images_per_s")
         speed = f"{ips:.1f} | {ips / ref:.2f}x" if ips and ref else "- | -"
-        lines.append(f"| {r['calibration']}, {e['labelled']} probe | {r['recipe']}{parts} | {fmt_effect(e)} | {lstm} | "
+        calib = f"{r['calibration']}: {r['calibration_images']} calibration, {e['labelled']} probe"
+        lines.append(f"| {calib} | {r['recipe']}{parts} | {fmt_effect(e)} | {lstm} | "
                      f"{', '.join(r['float_nodes']) or 'none'} | {r['verdict']} | {needed} | {speed} | "
                      f"{'yes' if r['batch_invariant'] else 'no'} |")
     for k in ("ort_fp32", "ov_fp32"):
@@ -165,12 +170,27 @@ def table(rec: dict) -> str:
     return "\n".join(lines)
 
 
+def retable(out: Path, json_path: Path) -> int:
+    """Print an earlier run's table again from its JSON record, each row re-read from its engine's manifest (so a
+    field added to the table later is filled from what that run built); the record is rewritten with the rows."""
+    rec = json.loads(json_path.read_text())
+    rows = [r if "error" in r else {**row_record(r["row"], read_manifest(out / r["row"]), r["calibration"],
+                                                 r["build_s"]), "build_s": r["build_s"]}
+            for r in rec["rows"]]
+    rec["rows"] = rows
+    json_path.write_text(json.dumps(rec, indent=2) + "\n")
+    print(table(rec))
+    return 1 if any("error" in r for r in rows) else 0
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     from deployzoo.engines.build import build_engine
     from deployzoo.errors import DeployzooError
 
     out = Path(a.out_dir)
+    if a.retable:
+        return retable(out, Path(a.json or out / "int8_budget.json"))
     out.mkdir(parents=True, exist_ok=True)
     sets = {"rendered": None, "real": Path(a.real_calib)}
     if any(ROWS[r][0] == "rendered" for r in a.rows):
