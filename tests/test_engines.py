@@ -340,6 +340,25 @@ def test_openvino_fixed_batch_engine_runs_its_one_shape_static(crnn_seeded_ckpt,
     assert static_shape({"shape": [2, 3, 224, 224], "fixed_batch": 2}, {}) == [2, 3, 224, 224]
 
 
+def test_openvino_int8_fixed_batch_is_quantised_and_static(crnn_seeded_ckpt, calib_words, tmp_path, model,
+                                                           word_batch):
+    """The fixed-batch int8 engine (the fastest CPU engine in the README's int8 budget table): calibrated and
+    probed through the static copy, int8 kernels really run in it, and it reads as the float model does."""
+    _need_openvino()
+    pytest.importorskip("nncf", reason="NNCF not installed: pip install deployzoo[openvino]")
+    p = build_engine("crnn", "int8", backend="openvino", checkpoint=crnn_seeded_ckpt, calib_data=calib_words,
+                     calib_count=24, probe_count=12, out=tmp_path / "ov8fix", threads=1, progress=False,
+                     shape_mutable=False, batch_size=8, options={"preset": "mixed", "measure_each": False})
+    eng = open_engine(p, threads=1)
+    assert eng.manifest["backend_options"]["static_shape"] == [8, 1, 32, 100]
+    assert eng.manifest["quantization"]["budget_met"]
+    run = eng.runner
+    prec = {p for layer in ("Convolution", "FullyConnected") for p in eng.manifest["computes"].get(layer, {})}
+    assert prec & {"u8", "i8"} and run._static is not None  # the manifest read the static copy's kernels
+    check_int8(eng, model, word_batch)  # any number of words: split into / padded to batches of 8
+    assert run._dynamic is None  # a short tail is padded to 8, never run on the dynamic model
+
+
 def test_openvino_missing_gives_install_hint(monkeypatch, tmp_path):
     import builtins
 
