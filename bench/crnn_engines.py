@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deployzoo.bench import _run_config, machine_info
+from deployzoo.bench import _run_config, machine_info, machine_line
 from deployzoo.engines import SHORT
 from deployzoo.run import build_matrix
 from deployzoo.engines.manifest import library_versions, now_iso
@@ -316,9 +316,7 @@ def table(rec: dict, sets: list[str]) -> str:
     m = rec["machine"]
     s = rec["settings"]
     lines = [f"`{rec['command']}`", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({', '.join(m['cpu_flags'])}), load average "
-             f"{m.get('load_average')}; onnxruntime {rec['libraries'].get('onnxruntime')}, openvino "
-             f"{rec['libraries'].get('openvino', '-')}, torch {rec['libraries'].get('torch')}. Weights: {rec['weights']}. "
+             f"{machine_line(m, rec['libraries'])}. Weights: {rec['weights']}. "
              f"Throughput: batch {s['batch_size']}, {s['threads']} threads, width {s['width']}, median of "
              f"{s['rounds']} interleaved rounds.", "",
              "| engine | computes | " + " | ".join(f"{d} acc" for d in sets) + " | same text as PyTorch | "

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deployzoo.bench import _run_config, machine_info
+from deployzoo.bench import _run_config, machine_info, machine_line
 from deployzoo.engines.manifest import library_versions, now_iso, read_manifest
 
 # name: (calibration, backend, options, what the README calls the recipe[, "fixed": batch fixed to --batch-size,
@@ -134,12 +134,9 @@ def fmt_effect(e: dict) -> str:
 
 
 def table(rec: dict) -> str:
-    m = rec["machine"]
     lines = [f"`{rec['command']}`", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({', '.join(m['cpu_flags'])}); onnxruntime "
-             f"{rec['libraries'].get('onnxruntime')}, openvino {rec['libraries'].get('openvino', '-')}, nncf "
-             f"{rec['libraries'].get('nncf', '-')}. Weights: {rec['weights']}. Budget {rec['settings']['budget']} "
-             f"points; {rec['settings']['calib_count']} calibration + up to {rec['settings']['probe_count']} probe "
+             f"{machine_line(rec['machine'], rec['libraries'], ('onnxruntime', 'openvino', 'nncf'))}. Weights: "
+             f"{rec['weights']}. Budget {rec['settings']['budget']} points; {rec['settings']['calib_count']} calibration + up to {rec['settings']['probe_count']} probe "
              "words per build. Drops are float minus int8 in points with the 95 % paired interval. Throughput: batch "
              f"{rec['settings']['batch_size']}, {rec['settings']['threads']} threads, 100x32, median of "
              f"{rec['settings']['rounds']} interleaved rounds.", "",

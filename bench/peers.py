@@ -156,7 +156,7 @@ def accuracy(preds: list[str], labels: list[str]) -> tuple[float, int]:
 
 
 def main(argv=None) -> int:
-    from deployzoo.bench import machine_info
+    from deployzoo.bench import machine_info, machine_line
     from deployzoo.engines.manifest import library_versions, now_iso
 
     a = parse_args(argv)
@@ -220,8 +220,7 @@ def main(argv=None) -> int:
 
         write_json(record, a.json)
     m = record["machine"]
-    print(f"`{command}`\n\nMachine: {m['cpu']}, {m['usable_cores']} usable cores, load average "
-          f"{m.get('load_average')}; {len(labels)} words of {Path(a.data).name}, {a.threads} threads, batch "
+    print(f"`{command}`\n\n{machine_line(m)}; {len(labels)} words of {Path(a.data).name}, {a.threads} threads, batch "
           f"{a.batch_size}, median of {a.rounds} interleaved rounds.\n")
     print("| recogniser | word acc | img/s, decode excluded | img/s, decode included | vs best peer (excluded) |")
     print("|---|---:|---:|---:|---:|")

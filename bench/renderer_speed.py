@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 from renderer_ablation import VARIANTS
 
-from deployzoo.bench import machine_info
+from deployzoo.bench import machine_info, machine_line
 from deployzoo.data.synth import SynthConfig, WordRenderer, encode_image, font_index, synth_to_lmdb
 from deployzoo.evaluation.report import markdown_table, write_json
 
@@ -80,8 +80,7 @@ def table(rec: dict) -> str:
     m, ac = rec["machine"], rec["all_cores"]
     rows = [[name, f"{v['images_per_s']:.0f}", "-" if name == "full renderer" else f"{v['share_of_full_time'] * 100:+.0f} %"]
             for name, v in rec["one_process"].items()]
-    head = (f"`{rec['command']}`\n\nMachine: {m['cpu']}, {m['usable_cores']} usable cores, load average "
-            f"{m.get('load_average')}; {rec['font_faces']} font faces; render + JPEG encode, median of "
+    head = (f"`{rec['command']}`\n\n{machine_line(m)}; {rec['font_faces']} font faces; render + JPEG encode, median of "
             f"{rec['rounds']} interleaved rounds of {rec['images_per_variant']} images.\n")
     body = markdown_table(["renderer (one process = one core)", "images/s", "time saved without it"], rows,
                           align="<>>")

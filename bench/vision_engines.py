@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deployzoo.bench import interleaved_rounds, machine_info
+from deployzoo.bench import interleaved_rounds, machine_info, machine_line
 from deployzoo.engines import SHORT
 from deployzoo.engines.manifest import library_versions, now_iso
 
@@ -288,9 +288,7 @@ def ocrnet_full_speed(module, ckpt: str, a, out_dir: Path, calib: Path) -> dict:
 def table(rec: dict) -> str:
     m = rec["machine"]
     lines = [f"`{rec['command']}`", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({', '.join(m.get('cpu_flags', []))}), load "
-             f"average {m.get('load_average')}; onnxruntime {rec['libraries'].get('onnxruntime')}, openvino "
-             f"{rec['libraries'].get('openvino', '-')}, torch {rec['libraries'].get('torch')}; {rec['threads']} "
+             f"{machine_line(m, rec['libraries'])}; {rec['threads']} "
              "threads, median of interleaved rounds.", ""]
     for r in rec["models"]:
         sp = r["speed"]

@@ -75,6 +75,17 @@ def machine_info() -> dict:
     return info
 
 
+def machine_line(m: dict, libraries: dict | None = None,
+                 names: tuple[str, ...] = ("onnxruntime", "openvino", "torch")) -> str:
+    """'Machine: CPU, N usable cores (ISA flags), load average ...; library versions': the line every bench table
+    names its machine with (``machine_info()``, ``library_versions()``)."""
+    flags = f" ({', '.join(m['cpu_flags'])})" if m.get("cpu_flags") else ""
+    line = f"Machine: {m['cpu']}, {m['usable_cores']} usable cores{flags}, load average {m.get('load_average', '?')}"
+    if libraries is not None:
+        line += "; " + ", ".join(f"{n} {libraries.get(n, '-')}" for n in names)
+    return line
+
+
 class _Target:
     """Opens the runner for a thread count; knows the input shape and, for CRNN, the pre-processing."""
 
