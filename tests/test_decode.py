@@ -1,6 +1,7 @@
 """CTC decoders without torch: the English word prior (CRNN's default), batched CTC scoring, decoder choice.
 Marked ``runtime``: scripts/runtime_check.sh runs these in the base install too."""
 
+import copy
 import gzip
 
 import numpy as np
@@ -122,3 +123,23 @@ def test_word_prior_min_zipf_drops_rare_listed_words():
     assert WordPrior(words, zipf).decode_batch(x)[0].text == "hwllo"
     pruned = WordPrior(words, zipf, min_zipf=1.5)
     assert "hwllo" not in pruned.zipf and pruned.decode_batch(x)[0].text == "hello"
+
+
+def test_word_prior_search_as_bytes_finds_what_str_finds():
+    """An ASCII alphabet's words are searched as bytes (faster in rapidfuzz): same neighbours, same order, as the
+    str search; a non-ASCII query falls back to str, and a non-ASCII alphabet never uses bytes."""
+    import random
+
+    shipped = WordPrior.shipped()
+    as_str = copy.copy(shipped)
+    as_str._choices = as_str.words  # the str path
+    assert isinstance(shipped._choices[0], bytes) and shipped._choices is not shipped.words
+    rng = random.Random(3)
+    texts = ["", "a", "hcllo", "strcet", "0o0o", "internationalisation", "qxz"]
+    texts += ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(1, 14)))
+              for _ in range(40)]
+    got = shipped.near(texts)
+    assert got == as_str.near(texts) and got[2][:1] == ["hello"]
+    assert shipped.near(["hëllo"]) == as_str.near(["hëllo"])  # not ASCII: compared as str
+    ae = WordPrior(["hello", "ärger"], [5.0, 3.0], alphabet="abcdefghijklmnopqrstuvwxyzä")
+    assert ae._choices is ae.words and ae.near(["ärgen"])[0] == ["ärger"]
