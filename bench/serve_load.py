@@ -345,7 +345,7 @@ def main() -> None:
     import deployzoo
 
     images = word_images(args.data, args.count)
-    from deployzoo.engines.manifest import usable_cores
+    from deployzoo.host import usable_cores
 
     ref_threads = args.reference_threads or usable_cores()  # the engine's best in-process speed, whatever the server's
     rec = deployzoo.load("crnn", engine=args.engine, threads=ref_threads, batch_size=64, decode=args.decode)

@@ -280,6 +280,9 @@ def from_checkpoint(model: str, checkpoint: str | os.PathLike | None = None, ran
 
 # ------------------------------------------------------------------------------------ word recognition
 
+DECODE_GROUP = 512  # images whose network outputs a Recognizer decodes together (logits ~4 KB per image)
+
+
 class Recognizer:
     """CRNN recogniser. ``rec(img)`` -> Decoded; ``rec([img, ...])`` -> list of Decoded.
 
@@ -360,21 +363,37 @@ class Recognizer:
 
     def infer(self, xs: list[np.ndarray | tuple[np.ndarray, ...]]) -> list[Decoded]:
         """Pre-processed inputs (``prepare`` or ``prepare_views``) -> Decoded, in input order. Batches group inputs
-        of one width bucket; a tuple of views gives the reading ``pick_view`` prefers."""
+        of one width bucket; a tuple of views gives the reading ``pick_view`` prefers. The outputs of up to
+        ``DECODE_GROUP`` images are decoded together (``decode_batches``: the word prior searches once for them);
+        each image's text is the one it gets alone."""
         flat = [(i, k, x) for i, v in enumerate(xs) for k, x in enumerate(v if isinstance(v, tuple) else (v,))]
         reads: list[dict[int, Decoded]] = [{} for _ in xs]
+        group: list[tuple[list, np.ndarray, list[int]]] = []  # (chunk, logits, lengths) not decoded yet
+
+        def decode_group() -> None:
+            for (chunk, _, _), decoded in zip(group, self.decoder.decode_batches([(o, n) for _, o, n in group])):
+                for (i, k, _), d in zip(chunk, decoded):
+                    reads[i][k] = d
+            group.clear()
+
         for chunk in batches_by_width(flat, lambda it: it[2].shape[-1], self.batch_size, pool_batches=1 << 30,
                                       bucket_of=self.cfg.padded_width):
-            for (i, k, _), d in zip(chunk, self.infer_batch([x for _, _, x in chunk])):
-                reads[i][k] = d
+            group.append((chunk, *self.run_batch([x for _, _, x in chunk])))
+            if sum(len(c) for c, _, _ in group) >= DECODE_GROUP:
+                decode_group()
+        if group:
+            decode_group()
         return [pick_view([r[k] for k in sorted(r)]) for r in reads]
+
+    def run_batch(self, xs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+        """One batch through the network: pad to a common width, run -> (logits (T, B, C), each image's frames)."""
+        x, widths = pad_batch(xs, self.cfg)
+        logits = self.runner(x)
+        return logits, [min(output_length(int(w)), logits.shape[0]) for w in widths]
 
     def infer_batch(self, xs: list[np.ndarray]) -> list[Decoded]:
         """One batch: pad to a common width, run, decode only each image's own frames."""
-        x, widths = pad_batch(xs, self.cfg)
-        logits = self.runner(x)  # (T, B, C)
-        lengths = [min(output_length(int(w)), logits.shape[0]) for w in widths]
-        return self.decoder.decode_batch(logits, lengths)
+        return self.decoder.decode_batch(*self.run_batch(xs))
 
 
 def pick_view(reads: list[Decoded]) -> Decoded:

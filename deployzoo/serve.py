@@ -395,7 +395,7 @@ def served_from(target: str | None, checkpoint: str | None, cfg: ServeConfig, mo
         alphabet = meta.get("alphabet")
         source = str(checkpoint or ("random weights" if random_weights else "shipped weights"))
         platform = "pytorch_libtorch"
-    from deployzoo.engines.manifest import usable_cores
+    from deployzoo.host import usable_cores
 
     extra = {"threads": cfg.threads or max(1, usable_cores() // max(1, cfg.instances))}
     if get_spec(name).task != "segmentation":

@@ -143,3 +143,80 @@ def test_word_prior_search_as_bytes_finds_what_str_finds():
     assert shipped.near(["hëllo"]) == as_str.near(["hëllo"])  # not ASCII: compared as str
     ae = WordPrior(["hello", "ärger"], [5.0, 3.0], alphabet="abcdefghijklmnopqrstuvwxyzä")
     assert ae._choices is ae.words and ae.near(["ärgen"])[0] == ["ärger"]
+
+
+def _doubtful_words(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n one-image logits (T, 1, C): listed words with a doubtful letter, sure words and non-words."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        w = ["hello", "world", "street", "the", "4711", "hellq"][i % 6]
+        j = int(rng.integers(len(w)))
+        wrong = "abcdefghijklmnopqrstuvwxyz"[int(rng.integers(26))]
+        p = float(rng.uniform(0.3, 0.7))
+        out.append(_spell(w, {j: {wrong: p, w[j]: 0.95 - p, "-": 0.05}} if i % 3 else None))
+    return out
+
+
+def test_decode_batches_is_decode_batch_per_batch_with_one_search(monkeypatch):
+    """Several batches decoded together read exactly as each batch alone (Greedy, Lexicon, WordPrior); the word
+    prior searches once for all of them."""
+    words = _doubtful_words(30)
+    batches = [(np.concatenate(words[a:b], axis=1), None) for a, b in ((0, 7), (7, 8), (8, 30))]
+    lengths = [26 - k % 5 for k in range(22)]
+    batches[2] = (batches[2][0], lengths)  # padding frames in one batch
+    lex = Lexicon(["hello", "world", "street", "the"])
+    for dec in (PRIOR, Greedy(), lex):
+        alone = [[d.text for d in dec.decode_batch(x, n)] for x, n in batches]
+        assert [[d.text for d in r] for r in dec.decode_batches(batches)] == alone
+    calls = []
+    real_near = WordPrior.near
+    monkeypatch.setattr(WordPrior, "near", lambda self, texts: calls.append(len(texts)) or real_near(self, texts))
+    PRIOR.decode_batches(batches)
+    assert len(calls) == 1 and calls[0] > 3
+    assert PRIOR.decode_batches([]) == []
+
+
+def test_recognizer_decodes_groups_of_batches_as_one_batch_at_a_time(monkeypatch):
+    """Recognizer.infer decodes up to DECODE_GROUP images' outputs together: same texts as batch by batch."""
+    import deployzoo.predict as predict
+    from deployzoo.predict import Recognizer
+
+    words = _doubtful_words(40, seed=1)
+
+    def runner(x):  # image k (pixel [0, 0, 0] = k) -> its logits
+        return np.concatenate([words[int(round(float(v)))] for v in x[:, 0, 0, 0]], axis=1)
+
+    xs = []
+    for k in range(40):
+        a = np.zeros((1, 32, 100), np.float32)
+        a[0, 0, 0] = k
+        xs.append(a)
+    rec = Recognizer(runner, decoder=PRIOR, batch_size=8)
+    seen = []
+    real = PRIOR.decode_batches
+    monkeypatch.setattr(PRIOR, "decode_batches", lambda items: seen.append(len(items)) or real(items))
+    monkeypatch.setattr(predict, "DECODE_GROUP", 16)
+    grouped = [d.text for d in rec.infer(xs)]
+    assert seen == [2, 2, 1]  # 40 images, batches of 8, groups of 16 images
+    monkeypatch.setattr(predict, "DECODE_GROUP", 1)
+    seen.clear()
+    assert [d.text for d in rec.infer(xs)] == grouped and seen == [1] * 5
+    assert grouped == [d.text for k in range(40) for d in PRIOR.decode_batch(words[k])]
+
+
+def test_word_search_threads_follow_the_number_of_texts(monkeypatch):
+    """One batch's search (up to SEARCH_PER_THREAD texts) runs on one thread; a merged search on more, never on
+    more than the usable cores."""
+    from rapidfuzz import process
+
+    import deployzoo.process.ctc as ctc
+
+    seen = []
+    real = process.cdist
+    monkeypatch.setattr(process, "cdist", lambda *a, **k: seen.append(k["workers"]) or real(*a, **k))
+    monkeypatch.setattr(ctc, "usable_cores", lambda: 4)
+    PRIOR.near(["hcllo"] * ctc.SEARCH_PER_THREAD)
+    PRIOR.near(["hcllo"] * (ctc.SEARCH_PER_THREAD + 1))
+    PRIOR.near(["hcllo"] * (ctc.SEARCH_PER_THREAD * 9))
+    assert seen == [1, 2, 4]

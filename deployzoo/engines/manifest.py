@@ -26,6 +26,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from deployzoo.errors import EngineError
+from deployzoo.host import usable_cores
 
 MANIFEST_NAME = "manifest.json"
 #: Bump when the manifest layout changes in a way older readers cannot follow.
@@ -65,14 +66,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
 
 
 def host_info() -> dict:
