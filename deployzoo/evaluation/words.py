@@ -18,7 +18,7 @@ from deployzoo.data.words import FolderWordSet, LmdbWordSet, open_word_set
 from deployzoo.errors import DeployzooError
 from deployzoo.evaluation.common import iter_decoded, note_error, progress_bar
 from deployzoo.metrics import one_minus_ned
-from deployzoo.process.crnn import CrnnPreprocess, batches_by_width, view_width, views
+from deployzoo.process.crnn import CrnnPreprocess, views
 from deployzoo.process.image import load_image
 from deployzoo.process.text import LabelStats, normalize_label
 from deployzoo.predict import Recognizer
@@ -137,14 +137,11 @@ def evaluate_words(rec: Recognizer, data: str | os.PathLike, batch_size: int = 6
                 record(it, "", 0.0, it.error)
             else:
                 ready.append(it)
-            if len(ready) >= batch_size * 8:
-                for b in batches_by_width(ready, lambda it: view_width(it.x), batch_size, pool_batches=8,
-                                          bucket_of=rec.cfg.padded_width):
-                    flush(b)
+            if len(ready) >= batch_size * 8:  # Recognizer.infer batches them by width and decodes them together
+                flush(ready)
                 ready = []
-        for b in batches_by_width(ready, lambda it: view_width(it.x), batch_size, pool_batches=8,
-                                  bucket_of=rec.cfg.padded_width):
-            flush(b)
+        if ready:
+            flush(ready)
     finally:
         bar.close()
     res.seconds = time.perf_counter() - t0

@@ -97,11 +97,6 @@ def views(gray: np.ndarray, cfg: CrnnPreprocess, tall: float | None = TALL) -> n
             preprocess(np.ascontiguousarray(np.rot90(gray, 1)), cfg))
 
 
-def view_width(v: np.ndarray | tuple[np.ndarray, ...]) -> int:
-    """Input width of ``views``' result (a tuple counts as its upright view)."""
-    return (v[0] if isinstance(v, tuple) else v).shape[-1]
-
-
 def pad_batch(items: list[np.ndarray], cfg: CrnnPreprocess) -> tuple[np.ndarray, np.ndarray]:
     """list of (1, H, w_i) -> batch (B, 1, H, W) padded by edge replication, and widths (B,) int64."""
     widths = np.array([x.shape[-1] for x in items], dtype=np.int64)
