@@ -136,8 +136,9 @@ def fmt_effect(e: dict) -> str:
 def table(rec: dict) -> str:
     lines = [f"`{rec['command']}`", "",
              f"{machine_line(rec['machine'], rec['libraries'], ('onnxruntime', 'openvino', 'nncf'))}. Weights: "
-             f"{rec['weights']}. Budget {rec['settings']['budget']} points; {rec['settings']['calib_count']} calibration + up to {rec['settings']['probe_count']} probe "
-             "words per build. Drops are float minus int8 in points with the 95 % paired interval. Throughput: batch "
+             f"{rec['weights']}. Budget {rec['settings']['budget']} points; {rec['settings']['calib_count']} "
+             f"calibration + up to {rec['settings']['probe_count']} probe words per build. Drops are float minus "
+             "int8 in points with the 95 % paired interval. Throughput: batch "
              f"{rec['settings']['batch_size']}, {rec['settings']['threads']} threads, 100x32, median of "
              f"{rec['settings']['rounds']} interleaved rounds.", "",
              "| calibration / probe words | engine | all layers int8: drop [95 % interval], lost / gained | "

@@ -27,7 +27,7 @@ GRIDS = {
                "oov_per_char": (0.0, float(np.log10(36)))},  # 0: a flat score for every non-word; log10 36: per char
     # when the search runs (a listed greedy reading read at P >= sure is kept as it is; 1.0: always search) and which
     # listed words count (the 200,000-word list ends in rare tokens and misspellings: "horel", "suuth", "mobll")
-    "gate": {"sure": (0.9, 0.99, 1.0), "min_zipf": (None, 1.5, 2.0, 2.5, 3.0), "weight": (0.75, 1.0)},
+    "gate": {"sure": (0.5, 0.7, 0.9, 0.99, 1.0), "min_zipf": (None, 1.5, 2.0, 2.5, 3.0), "weight": (0.75, 1.0)},
 }
 
 

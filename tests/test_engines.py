@@ -354,7 +354,7 @@ def test_openvino_int8_fixed_batch_is_quantised_and_static(crnn_seeded_ckpt, cal
     assert eng.manifest["quantization"]["budget_met"]
     run = eng.runner
     prec = {p for layer in ("Convolution", "FullyConnected") for p in eng.manifest["computes"].get(layer, {})}
-    assert prec & {"u8", "i8"} and run._static is not None  # the manifest read the static copy's kernels
+    assert prec & {"u8", "i8"} and run._static is not None  # int8 kernels run; the engine has its static copy
     check_int8(eng, model, word_batch)  # any number of words: split into / padded to batches of 8
     assert run._dynamic is None  # a short tail is padded to 8, never run on the dynamic model
 

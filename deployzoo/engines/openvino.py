@@ -76,7 +76,7 @@ def float_parts_hint(option: str | None, caps: list[str]) -> str:
     """INFERENCE_PRECISION_HINT for the layers an int8 engine leaves in float. ``auto`` (the default): bf16 where
     OpenVINO reports native bf16 (BF16 capability: avx512_bf16 or AMX-BF16), else f32. OpenVINO's CPU plugin runs
     LSTMSequence in float even when NNCF quantised its inputs. On an AMD EPYC with avx512_bf16 and no AMX the gain
-    measured side by side is small on dynamic shapes (about 1 %) and large with a fixed batch (fixed-batch int8
+    measured side by side is small on dynamic shapes (about 2 %) and large with a fixed batch (fixed-batch int8
     engine 1173 images/s with bf16 float parts, 942 with f32; README, int8 budget table); ``f32`` by hand runs them
     in f32, as on a CPU without native bf16."""
     opt = {None: "auto", "fp32": "f32", "fp16": "f16"}.get(option, option)

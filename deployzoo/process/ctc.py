@@ -13,6 +13,7 @@ import gzip
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -270,7 +271,7 @@ class Greedy(_Decoder):
         return greedy_decode(logits, lengths, self.alphabet)
 
 
-SEARCH_PER_THREAD = 64  # word-prior search: texts per thread (measured: 16 texts on 2 threads were slower than on 1)
+SEARCH_PER_THREAD = 64  # word-prior search: texts per thread (one batch's ~16 texts: a second thread did not pay)
 WORDS_FILE = "words_en.tsv.gz"  # in deployzoo.weights; written by scripts/build_wordlist.py from wordfreq
 
 
@@ -355,9 +356,10 @@ class WordPrior(_Decoder):
         if not texts:
             return []
         as_bytes = self._choices is not self.words and all(t.isascii() for t in texts)
-        queries, choices = ([t.encode("ascii") for t in texts], self._choices) if as_bytes else (list(texts), self.words)
-        dist = process.cdist(queries, choices, scorer=Levenshtein.distance, score_cutoff=self.max_edits,
-                             dtype=np.int8, workers=min(usable_cores(), -(-len(queries) // SEARCH_PER_THREAD)))
+        queries = [t.encode("ascii") for t in texts] if as_bytes else list(texts)
+        workers = min(usable_cores(), -(-len(queries) // SEARCH_PER_THREAD))
+        dist = process.cdist(queries, self._choices if as_bytes else self.words, scorer=Levenshtein.distance,
+                             score_cutoff=self.max_edits, dtype=np.int8, workers=workers)
         out = []
         for row in dist:
             hit = np.flatnonzero(row <= self.max_edits)
@@ -372,13 +374,14 @@ class WordPrior(_Decoder):
         """Several batches with one word search for all of them: the search's cost per call (rapidfuzz reads the
         whole list, ~9 ms) is paid once. Each image is still read alone: the result is ``decode_batch``'s."""
         reads = [self._greedy_scored(logits, lengths) for logits, lengths in items]
-        keys = [(k, b) for k, r in enumerate(reads) for b in r[3]]  # (batch, item) of the readings to search from
+        keys = [(k, b) for k, r in enumerate(reads) for b in r.base]  # (batch, item) of the readings to search from
+        texts = [reads[k].out[b].text for k, b in keys]
         pairs: list[list[tuple[int, str]]] = [[] for _ in reads]
-        for (k, b), near in zip(keys, self.near([reads[k][0][b].text for k, b in keys])):
-            pairs[k].extend((b, w) for w in near if w != reads[k][0][b].text)
+        for (k, b), text, near in zip(keys, texts, self.near(texts)):
+            pairs[k].extend((b, w) for w in near if w != text)
         return [self._choose(*r, p) for r, p in zip(reads, pairs)]
 
-    def _greedy_scored(self, logits: np.ndarray, lengths: Sequence[int] | None):
+    def _greedy_scored(self, logits: np.ndarray, lengths: Sequence[int] | None) -> "_Readings":
         """Greedy readings, log-probabilities (B, T, C), frames per item, and the score of each greedy reading that
         needs a search (not a listed word, or read below ``sure``), by item."""
         out = greedy_decode(logits, lengths, self.alphabet)
@@ -392,7 +395,7 @@ class WordPrior(_Decoder):
             for b, lp in zip(items, lps.tolist()):
                 if out[b].text not in self.zipf or lp < self.log_sure:
                     base[b] = lp + self.prior(out[b].text)
-        return out, logp, frames, base
+        return _Readings(out, logp, frames, base)
 
     def _choose(self, out: list[Decoded], logp: np.ndarray, frames: list[int], base: dict[int, float],
                 pairs: list[tuple[int, str]]) -> list[Decoded]:
@@ -408,6 +411,15 @@ class WordPrior(_Decoder):
         for b, (_, w, lp) in best.items():
             out[b] = Decoded(w, float(np.exp(lp)), [])
         return out
+
+
+class _Readings(NamedTuple):
+    """One batch's greedy readings as ``WordPrior`` searches from them (``_greedy_scored``)."""
+
+    out: list[Decoded]
+    logp: np.ndarray  # (B, T, C)
+    frames: list[int]
+    base: dict[int, float]  # item -> score of its greedy reading, for the items that need a search
 
 
 def _group(items: Iterable[int], key: Sequence[int]) -> dict[int, list[int]]:
