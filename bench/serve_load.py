@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deployzoo.engines.manifest import host_info
+from deployzoo.host import host_info
 
 
 def free_port() -> int:

@@ -15,7 +15,9 @@ of a step is convolution, LSTM, pooling, optimiser), to tell what a faster recip
 
 --compare times, interleaved in one run (A B A B, median of --rounds), the CPU recipe before this change
 (renderer in a DataLoader worker, NCHW) against after (pre-rendered shards reused across epochs, channels_last),
-each as a whole training loop with data.
+each as a whole training loop with data. Its last row is the ceiling: the convolution and matmul FLOPs of a step
+(counted) at this device's dense matmul rate (measured, same precision), everything else free; no recipe of this
+model trains faster on this device.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import time
 import numpy as np
 import torch
 
-from deployzoo.engines.manifest import host_info
+from deployzoo.bench import machine_info, machine_line
+from deployzoo.engines.manifest import library_versions
+from deployzoo.host import host_info
 from deployzoo.train import TrainConfig, Trainer
 
 BASE = dict(out="/tmp/deployzoo_train_bench", val_synth=0, val_every=0, ckpt_every=10 ** 9, log_every=10 ** 9,
@@ -58,11 +62,7 @@ def measure(cfg: TrainConfig, warmup: int, steps: int, data_pipeline: bool, prof
             b = next(it)
         if s == warmup:
             if profile:
-                from torch.utils.flop_counter import FlopCounterMode
-
-                with FlopCounterMode(display=False) as fc:  # one more step, counted: conv and matmul FLOPs
-                    tr.train_step(b)
-                step_flops = fc.get_total_flops()
+                flops = step_flops(tr, b)
                 prof = torch.profiler.profile()
                 prof.__enter__()
             sync()
@@ -75,11 +75,35 @@ def measure(cfg: TrainConfig, warmup: int, steps: int, data_pipeline: bool, prof
     if prof is not None:
         prof.__exit__(None, None, None)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-        print(f"conv + matmul work: {step_flops / 1e9:.1f} GFLOP per step, done at "
-              f"{step_flops * steps / seconds / 1e12:.2f} TFLOP/s (profiler on); this device's dense matmul at the "
+        print(f"conv + matmul work: {flops / 1e9:.1f} GFLOP per step, done at "
+              f"{flops * steps / seconds / 1e12:.2f} TFLOP/s (profiler on); this device's dense matmul at the "
               f"same precision: {matmul_tflops(tr.device, tr.amp_dtype):.2f} TFLOP/s")
     dev = torch.cuda.get_device_name() if tr.device.type == "cuda" else host_info()["cpu"]
     return n / seconds, dev
+
+
+def step_flops(tr: Trainer, batch) -> int:
+    """Convolution and matmul FLOPs of one training step on ``batch`` (the step is taken)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        tr.train_step(batch)
+    return fc.get_total_flops()
+
+
+def ceiling(cfg: TrainConfig) -> tuple[float, float, float]:
+    """(images/s, GFLOP per image, TFLOP/s): the most any recipe of this model can train at on this device if
+    its convolution and matmul work ran at the device's dense-matmul rate and everything else were free."""
+    from deployzoo.train import Encoded, collate
+
+    tr = Trainer(cfg)
+    enc = Encoded(tr.base, tr.pre, 0.0, 0)
+    items = [x for x in (enc[(i, i)] for i in range(cfg.batch_size * 2)) if x is not None][: cfg.batch_size]
+    batch = collate(items, tr.pre)
+    tr.train_step(batch)  # warm-up
+    per_image = step_flops(tr, batch) / len(items)
+    rate = matmul_tflops(tr.device, tr.amp_dtype) * 1e12
+    return rate / per_image, per_image / 1e9, rate / 1e12
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype | None, n: int = 4096, reps: int = 5) -> float:
@@ -127,24 +151,28 @@ def main() -> None:
                 **common, steps=steps, workers=args.workers if args.workers >= 0 else 1, channels_last=True,
                 train=args.data, real=args.real, real_ratio=args.real_ratio),
         }
+        machine = machine_info()  # before the rounds: the load average then says whether the machine was quiet
         res: dict[str, list[float]] = {k: [] for k in variants}
-        dev = ""
         for r in range(args.rounds):
             for name, cfg in variants.items():
-                ips, dev = measure(cfg, args.warmup, args.steps, True)
+                ips, _ = measure(cfg, args.warmup, args.steps, True)
                 res[name].append(ips)
                 print(f"round {r + 1}: {name}: {ips:.0f} images/s", flush=True)
         med = {k: float(np.median(v)) for k, v in res.items()}
         first = next(iter(med.values()))
-        print(f"\n{dev}, {os.cpu_count()} cores, torch {torch.__version__}, batch {args.batch_size}, AMP {args.amp}, "
+        print(f"\n{machine_line(machine, library_versions(), ('torch',))}; batch {args.batch_size}, AMP {args.amp}, "
               f"{args.steps} steps x {args.rounds} interleaved rounds\n")
         print("| recipe | images/s (median) | min | max | vs before |")
         print("|---|---:|---:|---:|---:|")
         for k, v in res.items():
             print(f"| {k} | {med[k]:.0f} | {min(v):.0f} | {max(v):.0f} | {med[k] / first:.2f}x |")
+        top, gflop, tflops = ceiling(variants[next(reversed(variants))])
+        print(f"| ceiling: {gflop:.2f} GFLOP of convolution + matmul per image at this device's dense matmul rate "
+              f"({tflops:.2f} TFLOP/s, same precision), everything else free | {top:.0f} | | | {top / first:.2f}x |")
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"device": dev, "rounds": res, "median": med}, f, indent=2)
+                json.dump({"machine": machine, "rounds": res, "median": med, "ceiling_images_per_s": top,
+                           "gflop_per_image": gflop, "matmul_tflops": tflops}, f, indent=2)
         return
     cfg = TrainConfig(**common, steps=args.warmup + args.steps, channels_last=args.channels_last,
                       workers=args.workers if args.data_pipeline else 0, train=args.data, real=args.real,

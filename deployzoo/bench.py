@@ -65,7 +65,7 @@ def latency_stats(lat_ms: Sequence[float]) -> dict:
 
 
 def machine_info() -> dict:
-    from deployzoo.engines.manifest import host_info
+    from deployzoo.host import host_info
 
     info = host_info()
     try:

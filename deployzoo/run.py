@@ -65,7 +65,7 @@ class FlowReport:
 
 def _machine() -> str:
     """The CPU's model name and usable cores, as the bench scripts name them."""
-    from deployzoo.engines.manifest import host_info
+    from deployzoo.host import host_info
 
     info = host_info()
     return f"{info.get('cpu') or platform.machine()}, {info.get('usable_cores') or os.cpu_count()} cores"

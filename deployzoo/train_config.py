@@ -27,7 +27,7 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 5.0
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with avx512_bf16 / AMX, else off) | none | bf16 | fp16
     channels_last: bool = True  # NHWC convolutions (CPU: 1.37x images/s with bf16, bench/train_throughput.py)
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
     width_groups: int = 4  # keep-ratio: each batch runs as this many width-sorted groups (less padding); 0: one per

@@ -38,7 +38,7 @@ def _folder(d: Path, words, names=None, meta: list[str] | None = None) -> Path:
 
 def _cfg(tmp_path, **kw):
     base = dict(out=str(tmp_path / "run"), batch_size=8, augment=0.5, workers=0, val_synth=0, val_every=0,
-                log_every=1, ckpt_every=10 ** 9, progress=False, keep_ratio=True, lr=1e-3, steps=6,
+                log_every=1, ckpt_every=10 ** 9, progress=False, keep_ratio=True, lr=1e-3, amp="none", steps=6,
                 real_holdout=False, width_groups=1)
     base.update(kw)
     return TrainConfig(**base)

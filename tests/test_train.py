@@ -24,7 +24,7 @@ def words32():
 
 def _cfg(tmp_path, **kw):
     base = dict(out=str(tmp_path / "run"), batch_size=8, augment=0.5, workers=0, val_synth=0, val_every=0,
-                log_every=1, ckpt_every=10 ** 9, progress=False, keep_ratio=True, lr=1e-3)
+                log_every=1, ckpt_every=10 ** 9, progress=False, keep_ratio=True, lr=1e-3, amp="none")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -84,6 +84,24 @@ def test_crnn_overfits_16_words(tmp_path, words32):
     assert [p.text for p in closed] == labels
 
 
+def test_amp_auto_trains_in_bf16_only_where_the_cpu_computes_bf16_natively(tmp_path, monkeypatch, words32):
+    from deployzoo import host
+    from deployzoo.train import auto_amp
+
+    assert auto_amp("cpu", {"avx2", "avx512f", "avx512_vnni"}) == ("none", "no native bf16 on this CPU "
+                                                                      "(avx512_bf16 / amx_bf16), so fp32")
+    assert auto_amp("cpu", {"avx512_bf16", "amx_bf16"})[0] == "bf16"
+    assert auto_amp("cpu", {"avx512_bf16"}) == ("bf16", "this CPU computes bf16 natively (avx512_bf16)")
+    assert auto_amp("cuda", set()) == ("bf16", "CUDA")
+    for flags, dtype in ((["avx2", "avx512_vnni"], None), (["avx2", "amx_bf16"], torch.bfloat16)):
+        monkeypatch.setattr(host, "host_info", lambda flags=flags: {"cpu_flags": flags})
+        said: list[str] = []
+        tr = Trainer(_cfg(tmp_path, steps=1, amp="auto", device="cpu"), train_set=words32, log=said.append)
+        assert tr.amp_dtype is dtype
+        assert said[0].startswith(f"--amp auto: {'bf16' if dtype else 'none'} (")
+        tr.fit()  # the step runs under what was chosen
+
+
 def test_synth_ablate_switches_renderer_features_off_and_names_the_switches():
     from deployzoo.train import synthetic_words
 
@@ -115,7 +133,7 @@ from deployzoo.train import TrainConfig, Trainer
 torch.set_num_threads(1)
 data = [(np.asarray(word_image(w)), w) for w in {words!r}]
 cfg = TrainConfig(out={out!r}, steps=3, batch_size=4, workers=0, val_synth=0, val_every=0, log_every=1,
-                  ckpt_every=3, progress=False, keep_ratio=True, augment=0.5, lr=1e-3)
+                  ckpt_every=3, progress=False, keep_ratio=True, augment=0.5, lr=1e-3, amp="none")
 tr = Trainer(cfg, train_set=data)
 init = {{k: v.detach().clone() for k, v in tr.model.named_parameters()}}
 tr.fit()

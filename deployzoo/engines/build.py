@@ -188,7 +188,8 @@ def build_engine(model: str, precision: str, backend: str = "onnxruntime",
         input_size: (H, W) of a segmentation engine (default the spec's 1024 x 2048); fixed in the engine.
         options: backend-specific options (see each backend module).
     """
-    from deployzoo.engines.manifest import EngineWriter, host_info, library_versions, now_iso, precision_advice
+    from deployzoo.engines.manifest import EngineWriter, library_versions, now_iso, precision_advice
+    from deployzoo.host import host_info
     from deployzoo.export import checkpoint_sha256, input_spec, load_model, preprocess_params
     from deployzoo.specs import get_spec
 

@@ -227,7 +227,7 @@ def _quiet():
 
 
 def _has_vnni() -> bool:
-    from deployzoo.engines.manifest import host_info
+    from deployzoo.host import host_info
 
     flags = set(host_info()["cpu_flags"])
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}) or host_info()["machine"] in ("aarch64", "arm64")
